@@ -1,0 +1,2 @@
+//! edge-gateway daemon library.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! PLC adapters for edge-gateway (placeholder until the Modbus issue lands).
+#![forbid(unsafe_code)]

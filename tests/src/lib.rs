@@ -1,0 +1,2 @@
+//! Shared launchers for the integration tests against real peers.
+#![forbid(unsafe_code)]

@@ -201,6 +201,9 @@ impl std::fmt::Debug for TelemetryRecord {
 /// Pushing stamps `seq` inside the ring's own critical section, so the sequence kept in shared
 /// memory and the records a consumer sees can never disagree, whichever process pushed them.
 pub trait Sequenced: Pod {
+    /// Identifies the record's layout in the ring header; change it whenever the layout
+    /// changes, so a producer and consumer built differently refuse to attach.
+    const LAYOUT_ID: u32;
     /// Writes the ring's epoch and the sequence number this record gets.
     fn stamp(&mut self, epoch: u64, seq: u64);
     /// The sequence number a pushed record carries.
@@ -208,6 +211,9 @@ pub trait Sequenced: Pod {
 }
 
 impl Sequenced for TelemetryRecord {
+    /// `"TR"` + layout revision 1.
+    const LAYOUT_ID: u32 = 0x5452_0001;
+
     fn stamp(&mut self, epoch: u64, seq: u64) {
         self.epoch = epoch;
         self.seq = seq;

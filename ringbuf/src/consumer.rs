@@ -1,0 +1,243 @@
+//! The consumer side: read published records in place, then release them.
+//!
+//! [`Consumer::read`] hands out everything published so far as at most two contiguous slices
+//! inside the segment (two when the run wraps around the end). Nothing is copied. The slices
+//! borrow the [`ReadBatch`]; releasing the batch (all of it or a prefix) gives the slots back to
+//! the producer and ends the borrow, so a released record can never be read.
+
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use crate::Sequenced;
+use crate::error::{RingClaimError, RingCorruptError, RingWaitError};
+use crate::layout::ControlBlock;
+use crate::shm::{SharedRing, release_claim};
+use crate::sync::Ordering::{Acquire, Relaxed};
+
+/// The reading side of a ring. At most one exists per ring across all processes.
+pub struct Consumer<T: Sequenced> {
+    ring: SharedRing<T>,
+    slots: NonNull<T>,
+    capacity: u64,
+    mask: u64,
+    tail: u64,
+    #[cfg(feature = "tokio")]
+    async_fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+// SAFETY: `slots` points into the segment owned by `ring` (an `Arc`); the consumer claim makes
+// this the only reader wherever it moves.
+unsafe impl<T: Sequenced + Send> Send for Consumer<T> {}
+
+impl<T: Sequenced> std::fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("capacity", &self.capacity)
+            .field("tail", &self.tail)
+            .finish()
+    }
+}
+
+impl<T: Sequenced> Consumer<T> {
+    pub(crate) fn attach(ring: SharedRing<T>) -> Result<Self, RingClaimError> {
+        let g = ring.inner.geometry;
+        // Acquire: pairs with the previous consumer's release of its claim.
+        let tail = ring.inner.control().consumer.tail.load(Acquire);
+        Ok(Self {
+            slots: ring.inner.slots::<T>(),
+            capacity: g.capacity,
+            mask: g.mask,
+            tail,
+            #[cfg(feature = "tokio")]
+            async_fd: None,
+            ring,
+        })
+    }
+
+    fn control(&self) -> &ControlBlock {
+        self.ring.inner.control()
+    }
+
+    /// Records published and not yet released. An error means the producer wrote an impossible
+    /// `head`: the ring cannot be trusted any more (the forwarder should drop it and count it).
+    pub fn available(&self) -> Result<u64, RingCorruptError> {
+        let head = self.control().head_for_consumer();
+        let n = head.wrapping_sub(self.tail);
+        if head < self.tail || n > self.capacity {
+            return Err(RingCorruptError {
+                head,
+                tail: self.tail,
+                capacity: self.capacity,
+            });
+        }
+        Ok(n)
+    }
+
+    /// Everything published so far, in place. Empty if nothing is waiting.
+    pub fn read(&mut self) -> Result<ReadBatch<'_, T>, RingCorruptError> {
+        self.read_at_most(usize::MAX)
+    }
+
+    /// At most `max` of the records published so far, in place.
+    pub fn read_at_most(&mut self, max: usize) -> Result<ReadBatch<'_, T>, RingCorruptError> {
+        let n = (self.available()? as usize).min(max);
+        let start = (self.tail & self.mask) as usize;
+        let first_len = n.min(self.capacity as usize - start);
+        let base = self.slots.as_ptr();
+        // SAFETY: slots `[tail, tail + n)` were published by the producer (`available` acquired a
+        // head at least this far), so their writes are visible and complete; the producer will not
+        // write them until we release them, and the slices borrow the batch, which release
+        // consumes. `start + first_len ≤ capacity` and `n - first_len ≤ start` keep both ranges in
+        // the data area. `T: Pod`, so any bytes a broken producer left are still a valid `T`.
+        let (first, second) = unsafe {
+            (
+                std::slice::from_raw_parts(base.add(start), first_len),
+                std::slice::from_raw_parts(base, n - first_len),
+            )
+        };
+        Ok(ReadBatch {
+            consumer: self,
+            first,
+            second,
+        })
+    }
+
+    fn release(&mut self, n: u64) {
+        self.tail += n;
+        let inner = &self.ring.inner;
+        let c = inner.control();
+        if c.release(self.tail) {
+            if let Some(n) = &inner.space_ready {
+                n.notify();
+            }
+            let sent = c.consumer_state.wakeups_sent.load(Relaxed);
+            // Relaxed: a counter only the consumer writes.
+            c.consumer_state.wakeups_sent.store(sent + 1, Relaxed);
+        }
+    }
+
+    /// Blocks until records are available or `timeout` passes (`None`: no limit). Returns
+    /// whether records are available. Costs no syscall if records are already there.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, RingWaitError> {
+        if self.available().unwrap_or(1) > 0 {
+            return Ok(true);
+        }
+        let inner = &self.ring.inner;
+        let c = inner.control();
+        match &inner.data_ready {
+            Some(n) => {
+                if c.consumer_prepare_park(self.tail) {
+                    let slept = n.wait(timeout);
+                    c.consumer_unpark();
+                    slept?;
+                }
+            }
+            None => std::thread::sleep(
+                timeout
+                    .unwrap_or(Duration::MAX)
+                    .min(Duration::from_micros(100)),
+            ),
+        }
+        Ok(self.available().unwrap_or(1) > 0)
+    }
+
+    /// Waits, without blocking the thread, until records are available (or the ring turns out
+    /// corrupt, which [`Consumer::read`] then reports). Cancel-safe; bound it with
+    /// `tokio::time::timeout`. Must be called within a tokio runtime.
+    #[cfg(feature = "tokio")]
+    pub async fn readable(&mut self) -> Result<(), RingWaitError> {
+        use tokio::io::Interest;
+        use tokio::io::unix::AsyncFd;
+        loop {
+            if self.available().unwrap_or(1) > 0 {
+                return Ok(());
+            }
+            let inner = &self.ring.inner;
+            let Some(notifier) = &inner.data_ready else {
+                tokio::time::sleep(Duration::from_micros(100)).await;
+                continue;
+            };
+            if self.async_fd.is_none() {
+                let fd = notifier.try_clone_fd()?;
+                // SAFETY: `fd` is a freshly duplicated eventfd owned by the `AsyncFd` from here on;
+                // nothing else closes or replaces it while it is registered.
+                let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+                self.async_fd = Some(registered.map_err(std::io::Error::from)?);
+            }
+            let c = inner.control();
+            if !c.consumer_prepare_park(self.tail) {
+                return Ok(());
+            }
+            let afd = self.async_fd.as_ref().expect("registered above");
+            // If this future is dropped here, the flag stays set: the producer's next publish
+            // sends one spurious wake-up and clears it. Nothing is lost.
+            let mut guard = afd.readable().await?;
+            notifier.drain();
+            guard.clear_ready();
+            c.consumer_unpark();
+        }
+    }
+
+    /// The ring this consumer reads.
+    pub fn ring(&self) -> &SharedRing<T> {
+        &self.ring
+    }
+}
+
+impl<T: Sequenced> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        release_claim(&self.control().consumer_state.consumer_claim);
+    }
+}
+
+/// Records read in place. Use them through [`ReadBatch::as_slices`], then give their slots back
+/// with [`ReadBatch::release`] or [`ReadBatch::release_all`]. Dropping the batch without
+/// releasing keeps the records for the next read.
+pub struct ReadBatch<'a, T: Sequenced> {
+    consumer: &'a mut Consumer<T>,
+    first: &'a [T],
+    second: &'a [T],
+}
+
+impl<T: Sequenced> std::fmt::Debug for ReadBatch<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadBatch")
+            .field("first", &self.first.len())
+            .field("second", &self.second.len())
+            .finish()
+    }
+}
+
+impl<T: Sequenced> ReadBatch<'_, T> {
+    /// The records, oldest first, as two slices (the second is non-empty only at a wrap).
+    pub fn as_slices(&self) -> (&[T], &[T]) {
+        (self.first, self.second)
+    }
+
+    /// Number of records in the batch.
+    pub fn len(&self) -> usize {
+        self.first.len() + self.second.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records in order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(self.second)
+    }
+
+    /// Releases the first `n` records (clamped to the batch) to the producer.
+    pub fn release(self, n: usize) {
+        let n = n.min(self.len());
+        self.consumer.release(n as u64);
+    }
+
+    /// Releases every record of the batch.
+    pub fn release_all(self) {
+        let n = self.len();
+        self.release(n);
+    }
+}

@@ -1,0 +1,257 @@
+//! The producer side: push records into slots and publish them.
+//!
+//! A producer is the only writer of its ring's slots and of `head`. It caches `head`,
+//! `next_seq` and the last `tail` it saw, so a push that finds room touches only its own line:
+//! one slot write, one release store, one RMW on the consumer's parked flag, and a syscall only
+//! when the consumer sleeps.
+
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use crate::Sequenced;
+use crate::error::{Full, RingClaimError, RingCorruptError};
+use crate::layout::ControlBlock;
+use crate::shm::{SharedRing, release_claim};
+use crate::sync::Ordering::{Acquire, Relaxed, Release};
+
+/// The writing side of a ring. At most one exists per ring across all processes.
+pub struct Producer<T: Sequenced> {
+    ring: SharedRing<T>,
+    slots: NonNull<T>,
+    capacity: u64,
+    mask: u64,
+    epoch: u64,
+    head: u64,
+    tail_seen: u64,
+    next_seq: u64,
+}
+
+// SAFETY: `slots` points into the ring segment owned by `ring` (an `Arc`), not into thread-local
+// state; the producer claim makes this the only writer wherever it moves.
+unsafe impl<T: Sequenced + Send> Send for Producer<T> {}
+
+impl<T: Sequenced> std::fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("capacity", &self.capacity)
+            .field("epoch", &self.epoch)
+            .field("head", &self.head)
+            .field("next_seq", &self.next_seq)
+            .finish()
+    }
+}
+
+impl<T: Sequenced> Producer<T> {
+    /// Takes over the producer side after the claim succeeded: recovers `head` and the sequence
+    /// left by any previous producer.
+    pub(crate) fn attach(ring: SharedRing<T>) -> Result<Self, RingClaimError> {
+        let g = ring.inner.geometry;
+        let slots = ring.inner.slots::<T>();
+        let c = ring.inner.control();
+        // Acquire (all three): the claim CAS already synchronised with a clean release; after a
+        // crash these read whatever the dead producer last stored, which is all we rely on.
+        let head = c.producer.head.load(Acquire);
+        let tail = c.consumer.tail.load(Acquire);
+        if head < tail || head - tail > g.capacity {
+            return Err(RingCorruptError {
+                head,
+                tail,
+                capacity: g.capacity,
+            }
+            .into());
+        }
+        let mut next_seq = c.producer_state.next_seq.load(Acquire);
+        if head > 0 {
+            // The last published record is still in its slot: only the producer writes slots,
+            // and the next one it writes is `head`, a different slot (capacity ≥ 2). A producer
+            // killed after publishing but before storing `next_seq` left its seq here.
+            // SAFETY: `(head - 1) & mask < capacity` is in bounds; the slot was fully written
+            // before `head` was published, and no producer writes it now (we hold the claim).
+            let last = unsafe { slots.as_ptr().add(((head - 1) & g.mask) as usize).read() };
+            next_seq = next_seq.max(last.seq().wrapping_add(1));
+        }
+        // Release: publish the recovered sequence for `stats` readers.
+        c.producer_state.next_seq.store(next_seq, Release);
+        let attaches = c.producer_state.producer_attaches.load(Relaxed);
+        // Relaxed: a counter only this claim holder writes.
+        c.producer_state
+            .producer_attaches
+            .store(attaches + 1, Relaxed);
+        Ok(Self {
+            slots,
+            capacity: g.capacity,
+            mask: g.mask,
+            epoch: g.epoch,
+            head,
+            tail_seen: tail,
+            next_seq,
+            ring,
+        })
+    }
+
+    fn control(&self) -> &ControlBlock {
+        self.ring.inner.control()
+    }
+
+    /// Slots free as far as this producer knows; re-reads `tail` if fewer than `needed`.
+    /// A tail beyond head (a broken consumer) reads as a full ring, never as room.
+    #[inline]
+    fn free(&mut self, needed: u64) -> u64 {
+        let cached = self
+            .capacity
+            .saturating_sub(self.head.wrapping_sub(self.tail_seen));
+        if cached >= needed {
+            return cached;
+        }
+        self.tail_seen = self.control().tail_for_producer();
+        self.capacity
+            .saturating_sub(self.head.wrapping_sub(self.tail_seen))
+    }
+
+    /// # Safety
+    /// `index` must be in `[head, tail_seen + capacity)`: a slot the consumer does not read.
+    #[inline]
+    unsafe fn write_slot(&mut self, index: u64, value: T) {
+        // SAFETY: `index & mask < capacity` keeps the pointer inside the data area; by the
+        // caller's contract the consumer is not reading this slot, and we are the only writer.
+        unsafe {
+            self.slots
+                .as_ptr()
+                .add((index & self.mask) as usize)
+                .write(value)
+        };
+    }
+
+    /// Publishes `head` and wakes a parked consumer.
+    #[inline]
+    fn commit(&mut self) {
+        let inner = &self.ring.inner;
+        let c = inner.control();
+        if c.publish(self.head) {
+            if let Some(n) = &inner.data_ready {
+                n.notify();
+            }
+            let sent = c.producer_state.wakeups_sent.load(Relaxed);
+            // Relaxed: a counter only the producer writes.
+            c.producer_state.wakeups_sent.store(sent + 1, Relaxed);
+        }
+        // Release: pairs with the Acquire in a later producer's `attach`.
+        c.producer_state.next_seq.store(self.next_seq, Release);
+    }
+
+    /// Pushes one record, stamping it with the ring's epoch and the next sequence number.
+    /// Returns the sequence number, or hands the record back if the ring is full.
+    #[inline]
+    pub fn try_push(&mut self, mut value: T) -> Result<u64, Full<T>> {
+        if self.free(1) == 0 {
+            return Err(Full(value));
+        }
+        let seq = self.next_seq;
+        value.stamp(self.epoch, seq);
+        // SAFETY: `free(1) ≥ 1`, so slot `head` is below `tail_seen + capacity`.
+        unsafe { self.write_slot(self.head, value) };
+        self.head += 1;
+        self.next_seq = seq.wrapping_add(1);
+        self.commit();
+        Ok(seq)
+    }
+
+    /// Pushes as many records of `values` as fit, in order, publishing them together. Returns
+    /// how many were pushed; the rest did not fit.
+    pub fn try_push_slice(&mut self, values: &[T]) -> usize {
+        let n = (self.free(values.len() as u64) as usize).min(values.len());
+        if n == 0 {
+            return 0;
+        }
+        for (i, v) in values[..n].iter().enumerate() {
+            let mut r = *v;
+            r.stamp(self.epoch, self.next_seq.wrapping_add(i as u64));
+            // SAFETY: `i < n ≤ free`, so slot `head + i` is below `tail_seen + capacity`.
+            unsafe { self.write_slot(self.head + i as u64, r) };
+        }
+        self.head += n as u64;
+        self.next_seq = self.next_seq.wrapping_add(n as u64);
+        self.commit();
+        n
+    }
+
+    /// Pushes one record, waiting up to `timeout` for space. Hands the record back if the ring
+    /// is still full then.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<u64, Full<T>> {
+        let deadline = Instant::now() + timeout;
+        let mut value = value;
+        loop {
+            match self.try_push(value) {
+                Ok(seq) => return Ok(seq),
+                Err(Full(v)) => value = v,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Full(value));
+            }
+            self.wait_for_space(1, deadline - now);
+        }
+    }
+
+    /// Sleeps until `needed` slots are free or `timeout` passes (no error: the caller re-checks).
+    pub fn wait_for_space(&mut self, needed: u64, timeout: Duration) {
+        let needed = needed.clamp(1, self.capacity);
+        if self.free(needed) >= needed {
+            return;
+        }
+        let inner = &self.ring.inner;
+        match &inner.space_ready {
+            Some(n) => {
+                let c = inner.control();
+                if c.producer_prepare_park(self.head, self.capacity, needed) {
+                    // An error of the eventfd itself degrades to the timeout; the caller re-checks.
+                    let _ = n.wait(Some(timeout));
+                    c.producer_unpark();
+                }
+            }
+            // Heap rings have no eventfd: nap briefly.
+            None => std::thread::sleep(timeout.min(Duration::from_micros(100))),
+        }
+    }
+
+    /// Records `n` records the caller dropped because the ring was full: counts them in shared
+    /// memory and skips `n` sequence numbers, so every subscriber sees the loss as a gap.
+    pub fn count_dropped(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.next_seq = self.next_seq.wrapping_add(n);
+        let c = self.control();
+        let dropped = c.producer_state.dropped_full.load(Relaxed);
+        // Relaxed: a counter only the producer writes.
+        c.producer_state.dropped_full.store(dropped + n, Relaxed);
+        // Release: pairs with the Acquire in a later producer's `attach`.
+        c.producer_state.next_seq.store(self.next_seq, Release);
+    }
+
+    /// Sequence number the next pushed record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The ring's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Slots free right now.
+    pub fn free_slots(&mut self) -> usize {
+        self.free(self.capacity) as usize
+    }
+
+    /// The ring this producer writes.
+    pub fn ring(&self) -> &SharedRing<T> {
+        &self.ring
+    }
+}
+
+impl<T: Sequenced> Drop for Producer<T> {
+    fn drop(&mut self) {
+        release_claim(&self.control().producer_state.producer_claim);
+    }
+}

@@ -76,6 +76,66 @@ pub fn to_big_endian(words: &[u16], order: ByteOrder, out: &mut [u8]) -> usize {
     2 * n
 }
 
+/// The inverse of [`to_big_endian`]: lays big-endian bytes `A B C D …` out as registers in
+/// `order`. Writes `be.len() / 2` registers (fewer if `out` is shorter); returns how many.
+pub fn from_big_endian(be: &[u8], order: ByteOrder, out: &mut [u16]) -> usize {
+    let n = (be.len() / 2).min(out.len());
+    for i in 0..n {
+        let (a, b) = (be[2 * i], be[2 * i + 1]);
+        let w = if order.swaps_bytes() {
+            u16::from_be_bytes([b, a])
+        } else {
+            u16::from_be_bytes([a, b])
+        };
+        let slot = if order.swaps_words() { n - 1 - i } else { i };
+        out[slot] = w;
+    }
+    n
+}
+
+/// Encodes a number as `data_type` in `order` into `out` (for simulators and tests): the
+/// value is converted with `as` (saturating for floats to integers). Returns the registers
+/// written; 0 for `Bool` and `String`, which are not numbers.
+pub fn encode_number(value: f64, data_type: DataType, order: ByteOrder, out: &mut [u16]) -> usize {
+    let mut be = [0u8; 8];
+    let len = match data_type {
+        DataType::I16 => {
+            be[..2].copy_from_slice(&(value as i16).to_be_bytes());
+            2
+        }
+        DataType::U16 => {
+            be[..2].copy_from_slice(&(value as u16).to_be_bytes());
+            2
+        }
+        DataType::I32 => {
+            be[..4].copy_from_slice(&(value as i32).to_be_bytes());
+            4
+        }
+        DataType::U32 => {
+            be[..4].copy_from_slice(&(value as u32).to_be_bytes());
+            4
+        }
+        DataType::F32 => {
+            be[..4].copy_from_slice(&(value as f32).to_be_bytes());
+            4
+        }
+        DataType::I64 => {
+            be = (value as i64).to_be_bytes();
+            8
+        }
+        DataType::U64 => {
+            be = (value as u64).to_be_bytes();
+            8
+        }
+        DataType::F64 => {
+            be = value.to_be_bytes();
+            8
+        }
+        DataType::Bool | DataType::String { .. } => return 0,
+    };
+    from_big_endian(&be[..len], order, out)
+}
+
 /// Decodes the registers of one tag. `words` starts at the tag's first register and may be
 /// longer than the type needs. Text goes into `text_buf` (NUL-trimmed); numbers are scaled if
 /// the codec says so.
@@ -322,6 +382,34 @@ mod tests {
             decode_registers(&[0; 4], &c, &mut buf),
             Err(DecodeError::TextBufferTooSmall { .. })
         ));
+    }
+
+    #[test]
+    fn encode_then_decode_gives_the_number_back_in_every_order() {
+        for order in [
+            ByteOrder::ABCD,
+            ByteOrder::BADC,
+            ByteOrder::CDAB,
+            ByteOrder::DCBA,
+        ] {
+            for (dt, v) in [
+                (DataType::F32, -1.25),
+                (DataType::I32, -7.0),
+                (DataType::U16, 65535.0),
+                (DataType::F64, 1e300),
+            ] {
+                let mut w = [0u16; 4];
+                let n = encode_number(v, dt, order, &mut w);
+                assert_eq!(n, usize::from(dt.registers()));
+                let back = match dec(&w[..n], codec(dt, order)) {
+                    Value::F64(x) => x,
+                    Value::I64(x) => x as f64,
+                    Value::U64(x) => x as f64,
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(back, v, "{dt} {order}");
+            }
+        }
     }
 
     proptest! {

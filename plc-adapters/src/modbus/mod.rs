@@ -11,6 +11,6 @@ pub mod plan;
 pub mod poll;
 
 pub use config::{Backoff, ModbusDevice, ModbusLink, ResolvedConfig, SerialSettings, Transport};
-pub use decode::{DecodeError, RegisterCodec, decode_bit, decode_registers};
+pub use decode::{DecodeError, RegisterCodec, decode_bit, decode_registers, encode_number};
 pub use plan::{PlanLimits, PlannedRead, PollGroup, TagSlot, plan_group};
 pub use poll::{LinkCounters, LinkStats, run_link};

@@ -227,11 +227,15 @@ impl<'a> LinkPoller<'a> {
             tokio::time::sleep_until(due.into()).await;
             let (di, gi) = (self.schedule[next].device, self.schedule[next].group);
             emitter.begin_batch();
+            // A cycle is late if it ends after the next tick; time spent connecting is not
+            // part of the cycle (the first poll after a reconnect is not an overrun).
+            let mut cycle_start = due;
             if self.conn.is_none() && Instant::now() >= self.next_connect {
                 self.connect().await;
+                cycle_start = Instant::now();
             }
             if self.conn.is_some() {
-                self.poll_group(di, gi, due, emitter).await;
+                self.poll_group(di, gi, cycle_start, emitter).await;
             } else {
                 self.mark_group(di, gi, 0, Quality::Bad(BadReason::Disconnected), emitter);
             }
@@ -291,13 +295,13 @@ impl<'a> LinkPoller<'a> {
         &mut self,
         di: usize,
         gi: usize,
-        due: Instant,
+        cycle_start: Instant,
         emitter: &mut Emitter<S>,
     ) {
         let link = self.link;
         let device = &link.devices[di];
         let group = &device.groups[gi];
-        let late_at = due + group.interval;
+        let late_at = cycle_start + group.interval;
         for (ri, read) in group.reads.iter().enumerate() {
             let Some(ctx) = self.conn.as_mut() else {
                 return;

@@ -13,6 +13,7 @@ SPEC.json:
   {
     "units": [1],                       # device ids served (default [1])
     "unit_specs": {"2": {...}},         # per-unit overrides of the keys below
+    "silent_units": [3],                # RTU: units whose answers are never sent
     "holding_size": 100,                # holding registers mapped at 0..n (rest: exception 2)
     "input_size": 100,
     "coils": [true, false, ...],        # coils mapped at 0..len
@@ -138,9 +139,18 @@ async def main():
     overrides = spec.get("unit_specs", {})
     devices = [device(u, {**spec, **overrides.get(str(u), {})}) for u in spec.get("units", [1])]
     if args.serial:
-        # A unit nobody serves stays silent, as on a real RS-485 bus.
+        # Units listed in "silent_units" never answer, as an unpowered unit on a real RS-485
+        # bus (pymodbus 3.16 answers exception 4 for unknown ids even with
+        # ignore_missing_devices, so the answer frame is dropped on its way out instead).
+        silent = set(spec.get("silent_units", []))
+
+        def drop_silent(sending, data):
+            if sending and data and data[0] in silent:
+                return b""
+            return data
+
         srv = ModbusSerialServer(
-            devices, framer=FramerType.RTU, port=args.serial, baudrate=args.baud, ignore_missing_devices=True
+            devices, framer=FramerType.RTU, port=args.serial, baudrate=args.baud, trace_packet=drop_silent
         )
         await srv.listen()
         print(f"READY {args.serial}", flush=True)

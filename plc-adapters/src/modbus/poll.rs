@@ -7,9 +7,11 @@
 //!   wire, so a silent unit costs its line one request timeout per poll — and only one: the
 //!   rest of that unit's reads in the cycle are skipped and marked with the same quality.
 //! - Overruns never pile up: each group keeps its own due time; a cycle that ends after the
-//!   next due time skips the missed ticks (like tokio's `MissedTickBehavior::Skip`), counts
-//!   them in [`LinkCounters::overruns`], and marks the late readings
-//!   [`Uncertain(Overrun)`](crate::quality::UncertainReason::Overrun).
+//!   next due time skips the missed ticks (like tokio's `MissedTickBehavior::Skip`) and counts
+//!   them in [`LinkCounters::overruns`]. Readings of a cycle that itself took longer than its
+//!   interval (answers arriving after start + interval) are marked
+//!   [`Uncertain(Overrun)`](crate::quality::UncertainReason::Overrun); a cycle that merely
+//!   started late (another unit held the line) reads fresh values and stays good.
 //! - Device exceptions are not transport errors: tokio-modbus answers
 //!   `Result<Result<T, ExceptionCode>, Error>`; an exception marks the read's tags
 //!   `Bad(DeviceException(code))` and keeps the connection, a transport error marks them
@@ -227,15 +229,14 @@ impl<'a> LinkPoller<'a> {
             tokio::time::sleep_until(due.into()).await;
             let (di, gi) = (self.schedule[next].device, self.schedule[next].group);
             emitter.begin_batch();
-            // A cycle is late if it ends after the next tick; time spent connecting is not
-            // part of the cycle (the first poll after a reconnect is not an overrun).
-            let mut cycle_start = due;
             if self.conn.is_none() && Instant::now() >= self.next_connect {
                 self.connect().await;
-                cycle_start = Instant::now();
             }
             if self.conn.is_some() {
-                self.poll_group(di, gi, cycle_start, emitter).await;
+                // Readings are uncertain if the cycle itself takes longer than its interval.
+                // A cycle that merely starts late (another unit held the line, a reconnect took
+                // time) reads fresh values: its skipped ticks are counted, its values are good.
+                self.poll_group(di, gi, Instant::now(), emitter).await;
             } else {
                 self.mark_group(di, gi, 0, Quality::Bad(BadReason::Disconnected), emitter);
             }

@@ -29,6 +29,9 @@
 //! max_interval_ms = 60000          # heartbeat
 //! ```
 //!
+//! `count = n` on a tag makes an array: `n` tags named `name[0]` … at consecutive addresses,
+//! as long configurations of identical points are usually written.
+//!
 //! A `modbus-rtu` device has a `[devices.serial]` table instead of `address`; devices that name
 //! the same serial `port` share one line and must agree on its settings.
 
@@ -191,6 +194,9 @@ pub struct TagConfig {
     pub deadband_percent: Option<f64>,
     /// Heartbeat in ms: report at least this often.
     pub max_interval_ms: Option<u64>,
+    /// An array of `count` tags of this type at consecutive addresses, named `name[0]`,
+    /// `name[1]`, …; default 1 (a single tag named `name`).
+    pub count: Option<u32>,
 }
 
 /// One configuration problem, named by its key path.
@@ -369,6 +375,34 @@ mod tests {
         assert!(
             text.contains("devices[1].unit_id: unit 1 is already used on /dev/ttyS0 by devices[0]"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn count_makes_an_array_of_tags_at_consecutive_addresses() {
+        let cfg = parse(&GOOD.replace("scale = 0.1", "scale = 0.1\ncount = 3"));
+        let resolved = cfg.resolve().unwrap();
+        let tags = &resolved.links[0].devices[0].tags;
+        let names: Vec<(&str, u16, u32)> = tags
+            .iter()
+            .map(|t| (t.name.as_str(), t.address, t.id))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("temp[0]", 0, 0),
+                ("temp[1]", 2, 1),
+                ("temp[2]", 4, 2),
+                ("run", 3, 3)
+            ]
+        );
+        let err = parse(&GOOD.replace("scale = 0.1", "count = 40000"))
+            .resolve()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("devices[0].groups[0].tags[0].count: 40000 × f32 from 0 ends past"),
+            "{err}"
         );
     }
 

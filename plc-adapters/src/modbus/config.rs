@@ -386,8 +386,40 @@ fn resolve_groups(
                     format_args!("duplicate tag name {:?} (also {first})", t.name),
                 );
             }
-            let id = u32::try_from(tags.len()).unwrap_or(u32::MAX);
-            tags.push(resolve_tag(p, &tpath, id, t));
+            let count = t.count.unwrap_or(1);
+            let first = resolve_tag(p, &tpath, u32::try_from(tags.len()).unwrap_or(u32::MAX), t);
+            if count == 0 {
+                p.add(format_args!("{tpath}.count"), "must be >= 1");
+            } else if count > 1 {
+                if first.bit.is_some() {
+                    p.add(
+                        format_args!("{tpath}.count"),
+                        "an array of register bits is not supported",
+                    );
+                }
+                let end = u64::from(first.address) + u64::from(count) * u64::from(first.width());
+                if end > 65536 {
+                    p.add(
+                        format_args!("{tpath}.count"),
+                        format_args!(
+                            "{count} × {} from {} ends past the last address 65535",
+                            first.data_type, first.address
+                        ),
+                    );
+                    continue;
+                }
+                for i in 0..count {
+                    let mut tag = first.clone();
+                    tag.id = u32::try_from(tags.len()).unwrap_or(u32::MAX);
+                    tag.name = format!("{}[{i}]", t.name);
+                    tag.address =
+                        u16::try_from(u32::from(first.address) + i * u32::from(first.width()))
+                            .unwrap_or(0);
+                    tags.push(tag);
+                }
+                continue;
+            }
+            tags.push(first);
         }
         let interval = Duration::from_millis(g.interval_ms.max(1));
         groups.push(plan_group(

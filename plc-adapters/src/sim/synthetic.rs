@@ -146,6 +146,8 @@ pub struct SyntheticSource {
     rng: SmallRng,
     /// Unix ns at which the source started (sample timestamps are offsets from it).
     unix_start_ns: u64,
+    /// Virtual clock of [`SyntheticSource::run_flat_out`], ns since start.
+    flat_out_ns: u64,
 }
 
 impl std::fmt::Debug for SyntheticSource {
@@ -181,6 +183,7 @@ impl SyntheticSource {
             tags,
             rng: SmallRng::seed_from_u64(0x5eed),
             unix_start_ns,
+            flat_out_ns: 0,
         }
     }
 
@@ -275,11 +278,10 @@ impl SyntheticSource {
     pub fn run_flat_out<S: RecordSink>(&mut self, samples: u64, emitter: &mut Emitter<S>) -> u64 {
         let slowest = self.tags.iter().map(|t| t.step_ns).max().unwrap_or(1);
         let mut total = 0;
-        let mut t = 0;
         for _ in 0..samples {
             emitter.begin_batch();
-            total += self.emit_due(t, 1, emitter);
-            t += slowest;
+            total += self.emit_due(self.flat_out_ns, 1, emitter);
+            self.flat_out_ns += slowest;
         }
         total
     }
@@ -352,6 +354,14 @@ mod tests {
             0,
             "the rest of the stall was dropped"
         );
+    }
+
+    #[test]
+    fn flat_out_runs_keep_emitting_across_calls() {
+        let mut src = SyntheticSource::new(&SyntheticConfig::uniform(1, 10, 1000.0));
+        let mut e = Emitter::new(VecSink::default(), FullPolicy::default());
+        assert_eq!(src.run_flat_out(5, &mut e), 50);
+        assert_eq!(src.run_flat_out(5, &mut e), 50);
     }
 
     #[test]

@@ -179,7 +179,11 @@ fn main() {
             }
         })
     };
+    let server_cpu_before = _peer.as_ref().map(|p| proc_cpu_s(p.pid()));
     let out = child.wait_with_output().unwrap();
+    let server_cpu = _peer
+        .as_ref()
+        .map(|p| proc_cpu_s(p.pid()) - server_cpu_before.unwrap_or(0.0));
     done.store(true, Ordering::Relaxed);
     reader.join().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
@@ -230,6 +234,12 @@ fn main() {
         100.0 * cpu / wall
     );
     println!("CPU-seconds per 1M points: {:.3}", cpu / (points / 1e6));
+    if let Some(s) = server_cpu {
+        println!(
+            "pymodbus server CPU:      {s:.2} s = {:.1} % of one core (one Python process, all devices)",
+            100.0 * s / wall
+        );
+    }
     println!(
         "adapter peak RSS:         {:.1} MB ({rss_kb:.0} kB)",
         rss_kb / 1024.0
@@ -307,4 +317,16 @@ fn status_kb(key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat.
+fn proc_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on Linux (sysconf(_SC_CLK_TCK)).
+    ticks / 100.0
 }

@@ -15,7 +15,7 @@
 //! ≤ 10 MB RSS.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::process::{Command, Stdio};

@@ -48,6 +48,9 @@ pub struct AdapterConfig {
     /// Devices to poll.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// Synthetic sources (demo, load tests).
+    #[serde(default)]
+    pub synthetic: Vec<crate::sim::SyntheticConfig>,
 }
 
 /// Wire protocol of a device.
@@ -404,6 +407,28 @@ mod tests {
                 .contains("devices[0].groups[0].tags[0].count: 40000 × f32 from 0 ends past"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn synthetic_sources_are_validated_alongside_devices() {
+        let text = format!(
+            "{GOOD}\n[[synthetic]]\nsource_id = 0\ntags = [{{ name = \"s\", signal = \"sine\", rate_hz = 0.0 }}]\n"
+        );
+        let err = parse(&text).resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("synthetic[0].source_id: 0 is already used by devices[0]"),
+            "{err}"
+        );
+        assert!(
+            err.contains("synthetic[0].tags[0].rate_hz: must be > 0"),
+            "{err}"
+        );
+        let ok = parse(
+            &text
+                .replace("source_id = 0", "source_id = 100")
+                .replace("rate_hz = 0.0", "rate_hz = 10.0"),
+        );
+        assert_eq!(ok.resolve().unwrap().synthetic.len(), 1);
     }
 
     #[test]

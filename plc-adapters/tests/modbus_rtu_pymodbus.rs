@@ -12,7 +12,7 @@ use support::{PtyPair, PyModbus, Running, of_tag, quality};
 
 fn rtu_device(name: &str, port: &str, unit: u8) -> String {
     format!(
-        "[[devices]]\nname = \"{name}\"\nprotocol = \"modbus-rtu\"\nunit_id = {unit}\ntimeout_ms = 300\n\
+        "[[devices]]\nname = \"{name}\"\nprotocol = \"modbus-rtu\"\nunit_id = {unit}\ntimeout_ms = 800\n\
          serial = {{ port = \"{port}\", baud = 19200 }}\n\
          [[devices.groups]]\nname = \"g\"\ninterval_ms = 100\n\
          [[devices.groups.tags]]\nname = \"temp\"\ntable = \"holding-register\"\naddress = 0\ntype = \"f32\"\norder = \"CDAB\"\n\
@@ -58,7 +58,7 @@ async fn units_on_one_serial_line_are_polled_and_a_silent_unit_only_times_out_it
     )
     .await;
     // Keep polling: unit 3 keeps timing out, units 1 and 2 keep answering.
-    run.collect_for(Duration::from_millis(1000)).await;
+    run.collect_for(Duration::from_millis(2000)).await;
     let stats = run.counters.snapshot();
     let (records, _) = run.stop().await;
 

@@ -53,6 +53,8 @@ pub const fn rtu_frame_gap(baud: u32) -> Duration {
 pub struct ResolvedConfig {
     /// One link per TCP device and per serial line, in configuration order.
     pub links: Vec<ModbusLink>,
+    /// Synthetic sources, validated.
+    pub synthetic: Vec<crate::sim::SyntheticConfig>,
 }
 
 /// Reconnect policy: exponential backoff with jitter between `min` and `max`.
@@ -299,7 +301,33 @@ pub(crate) fn resolve(
             }
         }
     }
-    p.into_result(ResolvedConfig { links })
+    for (si, s) in cfg.synthetic.iter().enumerate() {
+        let path = format!("synthetic[{si}]");
+        if let Some(di) = usize::try_from(s.source_id)
+            .ok()
+            .filter(|&i| i < cfg.devices.len())
+        {
+            p.add(
+                format_args!("{path}.source_id"),
+                format_args!("{} is already used by devices[{di}]", s.source_id),
+            );
+        } else if let Some(other) = cfg.synthetic[..si]
+            .iter()
+            .position(|o| o.source_id == s.source_id)
+        {
+            p.add(
+                format_args!("{path}.source_id"),
+                format_args!("{} is already used by synthetic[{other}]", s.source_id),
+            );
+        }
+        if let Err(e) = s.validate(&path) {
+            p.0.extend(e.problems);
+        }
+    }
+    p.into_result(ResolvedConfig {
+        links,
+        synthetic: cfg.synthetic.clone(),
+    })
 }
 
 fn resolve_limits(p: &mut Problems, path: &str, dev: &DeviceConfig) -> PlanLimits {

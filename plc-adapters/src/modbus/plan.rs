@@ -156,6 +156,15 @@ impl fmt::Display for ResolvedConfig {
         for link in &self.links {
             write!(f, "{link}")?;
         }
+        for s in &self.synthetic {
+            let rate: f64 = s.tags.iter().map(|t| t.rate_hz).sum();
+            writeln!(
+                f,
+                "synthetic source {}: {} tags, {rate} records/s",
+                s.source_id,
+                s.tags.len()
+            )?;
+        }
         Ok(())
     }
 }

@@ -1,2 +1,5 @@
 //! edge-gateway daemon library.
 #![forbid(unsafe_code)]
+pub mod epoch;
+pub mod forward;
+pub mod supervise;

@@ -43,13 +43,18 @@ pub enum SinkEvent {
     },
 }
 
+/// The sink did not take a batch (window full or disconnected after all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("sink refused the batch")]
+pub struct SendRefused;
+
 /// The sink as the dispatcher needs it.
 pub trait BatchSink {
     /// Whether a send can be accepted now (connected and the in-flight window has room).
     fn ready(&self) -> bool;
     /// Sends a rendered batch. Only called when [`BatchSink::ready`]; an `Err` means it was not
     /// taken after all (the caller spools it).
-    fn send(&mut self, id: BatchId, topic: &str, payload: Vec<u8>) -> Result<(), ()>;
+    fn send(&mut self, id: BatchId, topic: &str, payload: Vec<u8>) -> Result<(), SendRefused>;
     /// Batches sent and not yet acknowledged.
     fn in_flight(&self) -> usize;
     /// Size of the in-flight window.
@@ -299,9 +304,9 @@ mod tests {
         fn ready(&self) -> bool {
             self.connected && self.sent.len() < self.window
         }
-        fn send(&mut self, id: BatchId, _topic: &str, payload: Vec<u8>) -> Result<(), ()> {
+        fn send(&mut self, id: BatchId, _topic: &str, payload: Vec<u8>) -> Result<(), SendRefused> {
             if !self.ready() {
-                return Err(());
+                return Err(SendRefused);
             }
             self.sent.push((id, payload));
             Ok(())

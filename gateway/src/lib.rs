@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 pub mod epoch;
 pub mod forward;
+pub mod spool;
 pub mod supervise;

@@ -66,8 +66,9 @@ pub trait BatchSink {
 pub trait BatchSpool {
     /// Stores batches; returns how many records could not be stored (full disk, I/O error).
     fn append(&mut self, batches: &[Batch]) -> u64;
-    /// Up to `n` of the oldest rows not handed out yet, marking them handed out.
-    fn take_oldest(&mut self, n: usize) -> Vec<(RowId, Batch)>;
+    /// Up to `n` of the oldest rows not handed out yet, rendered for sending (marked
+    /// `replayed`), marking them handed out.
+    fn take_oldest(&mut self, n: usize) -> Vec<(RowId, Rendered)>;
     /// A row was acknowledged: delete it.
     fn ack(&mut self, row: RowId);
     /// Rows handed out and not acknowledged become available again (after a disconnect).
@@ -78,10 +79,21 @@ pub trait BatchSpool {
     fn is_empty(&self) -> bool;
 }
 
-/// Turns a batch into `(topic, payload)`; `replayed` marks spooled batches.
+/// A batch ready for the sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// Topic.
+    pub topic: Box<str>,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Records in it.
+    pub records: u64,
+}
+
+/// Turns a live batch into `(topic, payload)`.
 pub trait Render {
     /// Renders `batch`.
-    fn render(&self, batch: &Batch, replayed: bool) -> (&str, Vec<u8>);
+    fn render(&self, batch: &Batch) -> (&str, Vec<u8>);
 }
 
 enum Origin {
@@ -168,7 +180,7 @@ impl Dispatcher {
         for batch in batches {
             if sink.ready() {
                 let id = self.id();
-                let (topic, payload) = render.render(&batch, false);
+                let (topic, payload) = render.render(&batch);
                 if sink.send(id, topic, payload).is_ok() {
                     self.stats.sent_live += 1;
                     self.in_flight.insert(id, Origin::Live(batch));
@@ -226,12 +238,7 @@ impl Dispatcher {
     }
 
     /// Sends spooled rows, oldest first, while the sink is ready and replay is within its share.
-    pub fn pump_replay(
-        &mut self,
-        sink: &mut impl BatchSink,
-        spool: &mut impl BatchSpool,
-        render: &impl Render,
-    ) {
+    pub fn pump_replay(&mut self, sink: &mut impl BatchSink, spool: &mut impl BatchSpool) {
         let share = (sink.window() * self.replay_share / 100).max(1);
         while sink.ready() && self.replay_in_flight < share && !spool.is_empty() {
             let rows = spool.take_oldest(share - self.replay_in_flight);
@@ -240,20 +247,19 @@ impl Dispatcher {
                 break;
             }
             let mut refused = false;
-            for (row, batch) in rows {
+            for (row, rendered) in rows {
                 if refused {
                     spool.give_back(row);
                     continue;
                 }
                 let id = self.id();
-                let (topic, payload) = render.render(&batch, true);
-                if sink.send(id, topic, payload).is_err() {
+                if sink.send(id, &rendered.topic, rendered.payload).is_err() {
                     refused = true;
                     spool.give_back(row);
                     continue;
                 }
                 self.stats.replayed_batches += 1;
-                self.stats.replayed_records += batch.records.len() as u64;
+                self.stats.replayed_records += rendered.records;
                 self.replay_in_flight += 1;
                 self.in_flight.insert(id, Origin::Spooled(row));
             }
@@ -333,7 +339,7 @@ mod tests {
             }
             0
         }
-        fn take_oldest(&mut self, n: usize) -> Vec<(RowId, Batch)> {
+        fn take_oldest(&mut self, n: usize) -> Vec<(RowId, Rendered)> {
             let mut out = Vec::new();
             for (id, (b, out_now)) in self.rows.iter_mut() {
                 if out.len() == n {
@@ -341,7 +347,15 @@ mod tests {
                 }
                 if !*out_now {
                     *out_now = true;
-                    out.push((*id, b.clone()));
+                    let (topic, payload) = SeqRender.render(b);
+                    out.push((
+                        *id,
+                        Rendered {
+                            topic: topic.into(),
+                            payload,
+                            records: b.records.len() as u64,
+                        },
+                    ));
                 }
             }
             out
@@ -365,7 +379,7 @@ mod tests {
     /// Payload = the batch's seqs as little-endian u64s.
     struct SeqRender;
     impl Render for SeqRender {
-        fn render(&self, batch: &Batch, _replayed: bool) -> (&str, Vec<u8>) {
+        fn render(&self, batch: &Batch) -> (&str, Vec<u8>) {
             (
                 "t",
                 batch
@@ -441,14 +455,14 @@ mod tests {
                         sink.connected = true;
                         d.on_event(SinkEvent::Connected, &mut spool);
                     }
-                    Op::Replay => d.pump_replay(&mut sink, &mut spool, &SeqRender),
+                    Op::Replay => d.pump_replay(&mut sink, &mut spool),
                 }
                 prop_assert!(sink.sent.len() <= window);
             }
             // The link recovers for good.
             sink.connected = true;
             for _ in 0..10_000 {
-                d.pump_replay(&mut sink, &mut spool, &SeqRender);
+                d.pump_replay(&mut sink, &mut spool);
                 if sink.sent.is_empty() && spool.rows.is_empty() { break; }
                 ack(&mut d, &mut sink, &mut spool, usize::MAX);
             }
@@ -483,7 +497,7 @@ mod tests {
             "disconnected: everything spills"
         );
         sink.connected = true;
-        d.pump_replay(&mut sink, &mut spool, &SeqRender);
+        d.pump_replay(&mut sink, &mut spool);
         assert_eq!(sink.sent.len(), 2, "replay uses half of the window");
         d.on_live(vec![batch(100, 1)], &mut sink, &mut spool, &SeqRender);
         assert_eq!(

@@ -12,4 +12,5 @@ pub mod batch;
 pub mod catalog;
 pub mod dispatch;
 pub mod encode;
+pub mod run;
 pub mod spooling;

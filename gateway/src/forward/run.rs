@@ -1,0 +1,201 @@
+//! The forwarder's tasks: one drain task per ring, one dispatch loop that owns the sink and the
+//! spool.
+//!
+//! # Operation
+//! - A drain task waits on its ring (eventfd through tokio, no polling), reads everything
+//!   published in place, appends each record to its group's open batch, releases the slots, and
+//!   sends closed batches to the dispatch loop over a bounded channel. When that channel is
+//!   full the drain task waits: the ring then fills, and the adapter applies its own policy
+//!   (bounded wait, then drop and count, which shows upstream as a gap).
+//! - The dispatch loop takes live batches (several at a time), sink events, and a replay tick,
+//!   and drives the [`Dispatcher`]. Spool calls are blocking SQLite calls: they run under
+//!   `block_in_place`, so the runtime must be multi-threaded.
+//! - Shutdown, in order: the caller stops the adapters; [`DrainControl::stop`] makes each drain
+//!   task read its ring one last time and close every open batch; the dispatch loop, once all
+//!   drain tasks are gone, waits for outstanding acknowledgements until the deadline, then spools
+//!   every live batch still unacknowledged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use edgegw_ringbuf::{Consumer, TelemetryRecord};
+use tokio::sync::{mpsc, watch};
+
+use super::batch::{Batch, Batcher};
+use super::dispatch::{BatchSink, DispatchStats, Dispatcher, SinkEvent};
+use super::spooling::{LiveRender, SpoolBridge};
+
+/// Capacity of the channel from drain tasks to the dispatch loop, in batches.
+pub const DISPATCH_QUEUE: usize = 256;
+/// Live batches handed to the dispatcher at once (one spool transaction when spilling).
+const LIVE_CHUNK: usize = 256;
+/// How often replay is attempted when nothing else wakes the loop.
+const REPLAY_TICK: Duration = Duration::from_millis(5);
+
+/// A sink that also reports events (see [`SinkEvent`]).
+pub trait EventSink: BatchSink {
+    /// The next event. Must be cancel-safe: the loop selects it against other inputs.
+    fn next_event(&mut self) -> impl Future<Output = SinkEvent> + Send;
+}
+
+/// Counters of one drain task.
+#[derive(Debug, Default)]
+pub struct DrainStats {
+    /// Records read from the ring.
+    pub records: AtomicU64,
+    /// Batches closed.
+    pub batches: AtomicU64,
+    /// Whether the ring was found corrupt (the task stopped reading it).
+    pub corrupt: AtomicU64,
+}
+
+/// Stops the drain tasks.
+#[derive(Debug, Clone)]
+pub struct DrainControl(watch::Sender<bool>);
+
+impl DrainControl {
+    /// A control and the receiver drain tasks watch.
+    pub fn new() -> (Self, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(false);
+        (Self(tx), rx)
+    }
+
+    /// Asks every drain task for a last read and a final flush.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Drains one ring until stopped.
+pub async fn run_drain(
+    mut consumer: Consumer<TelemetryRecord>,
+    mut batcher: Batcher,
+    tx: mpsc::Sender<Batch>,
+    mut stop: watch::Receiver<bool>,
+    stats: Arc<DrainStats>,
+) {
+    let mut closed = Vec::new();
+    loop {
+        let stopping = *stop.borrow();
+        if !stopping {
+            let deadline = batcher.next_deadline();
+            tokio::select! {
+                r = consumer.readable() => {
+                    if let Err(e) = r {
+                        tracing::error!(source = %batcher.catalog().name, error = %e, "ring wait failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                () = sleep_until(deadline) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let now = Instant::now();
+        match consumer.read() {
+            Ok(batch) => {
+                let n = batch.len();
+                for r in batch.iter() {
+                    closed.extend(batcher.push(r, now));
+                }
+                batch.release_all();
+                stats.records.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.corrupt.store(1, Ordering::Relaxed);
+                tracing::error!(source = %batcher.catalog().name, error = %e, "ring corrupt: no longer read");
+                batcher.close_due(now, true, &mut closed);
+                send_all(&tx, &mut closed, &stats).await;
+                return;
+            }
+        }
+        batcher.close_due(now, stopping, &mut closed);
+        if !send_all(&tx, &mut closed, &stats).await || stopping {
+            return;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends closed batches; `false` if the dispatch loop is gone.
+async fn send_all(tx: &mpsc::Sender<Batch>, closed: &mut Vec<Batch>, stats: &DrainStats) -> bool {
+    for b in closed.drain(..) {
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        if tx.send(b).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs the dispatch loop until every drain task has finished (the channel closed) and either
+/// everything in flight is acknowledged or `drain_deadline` (set once stopping starts) passes.
+pub async fn run_dispatch<S: EventSink>(
+    sink: &mut S,
+    bridge: &mut SpoolBridge,
+    render: &LiveRender,
+    mut rx: mpsc::Receiver<Batch>,
+    mut drain_deadline: watch::Receiver<Option<Instant>>,
+    stats_out: &watch::Sender<DispatchStats>,
+) -> DispatchStats {
+    let mut d = Dispatcher::new(50);
+    let mut rx_open = true;
+    let mut watch_deadline = true;
+    let mut tick = tokio::time::interval(REPLAY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let deadline = *drain_deadline.borrow();
+        if !rx_open {
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            if d.in_flight() == 0 || expired {
+                break;
+            }
+        }
+        tokio::select! {
+            ev = sink.next_event() => {
+                let connected = ev == SinkEvent::Connected;
+                tokio::task::block_in_place(|| {
+                    d.on_event(ev, bridge);
+                    if connected || rx_open {
+                        d.pump_replay(sink, bridge);
+                    }
+                });
+            }
+            first = rx.recv(), if rx_open => match first {
+                Some(first) => {
+                    let mut live = vec![first];
+                    while live.len() < LIVE_CHUNK {
+                        match rx.try_recv() {
+                            Ok(b) => live.push(b),
+                            Err(_) => break,
+                        }
+                    }
+                    tokio::task::block_in_place(|| d.on_live(live, sink, bridge, render));
+                }
+                None => rx_open = false,
+            },
+            _ = tick.tick(), if rx_open => {
+                tokio::task::block_in_place(|| d.pump_replay(sink, bridge));
+                stats_out.send_replace(d.stats());
+            }
+            () = sleep_until(deadline), if !rx_open => {}
+            changed = drain_deadline.changed(), if watch_deadline => {
+                // Once the deadline is set (or its sender gone) there is nothing more to watch.
+                watch_deadline = changed.is_ok() && drain_deadline.borrow().is_none();
+            }
+        }
+    }
+    let spooled = tokio::task::block_in_place(|| d.spool_in_flight(bridge));
+    if spooled > 0 {
+        tracing::info!(batches = spooled, "unacknowledged batches spooled at shutdown");
+    }
+    let stats = d.stats();
+    stats_out.send_replace(stats);
+    stats
+}

@@ -1,5 +1,6 @@
 //! edge-gateway daemon library.
 #![forbid(unsafe_code)]
+pub mod daemon;
 pub mod epoch;
 pub mod forward;
 pub mod spool;

@@ -95,7 +95,7 @@ pub async fn run_supervisor(
         tracing::info!(source = %spec.source, pid = child.id(), "adapter process started");
         let status = tokio::select! {
             status = child.wait() => status,
-            _ = shutdown.wait_for(|stop| *stop) => {
+            () = stopped(&mut shutdown) => {
                 stop_child(&spec, &mut child).await;
                 counters.pid.store(0, Ordering::Relaxed);
                 break;
@@ -160,9 +160,13 @@ async fn stop_child(spec: &AdapterSpec, child: &mut tokio::process::Child) {
 
 /// Sleeps `d`; returns `true` if shutdown was requested meanwhile.
 async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::time::timeout(d, shutdown.wait_for(|stop| *stop))
-        .await
-        .is_ok()
+    tokio::time::timeout(d, stopped(shutdown)).await.is_ok()
+}
+
+/// Completes when shutdown is requested (or its sender is gone). Holds no watch guard across an
+/// await, so the futures using it stay `Send`.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// `d` ± 25 %.

@@ -37,6 +37,9 @@ const REPLAY_TICK: Duration = Duration::from_millis(5);
 pub trait EventSink: BatchSink {
     /// The next event. Must be cancel-safe: the loop selects it against other inputs.
     fn next_event(&mut self) -> impl Future<Output = SinkEvent> + Send;
+    /// Clean shutdown after the dispatch loop ended (nothing is in flight any more): tell the
+    /// broker we are going (status `offline`), disconnect, within `grace`.
+    fn close(self, grace: Duration) -> impl Future<Output = ()> + Send;
 }
 
 /// Counters of one drain task.
@@ -193,7 +196,10 @@ pub async fn run_dispatch<S: EventSink>(
     }
     let spooled = tokio::task::block_in_place(|| d.spool_in_flight(bridge));
     if spooled > 0 {
-        tracing::info!(batches = spooled, "unacknowledged batches spooled at shutdown");
+        tracing::info!(
+            batches = spooled,
+            "unacknowledged batches spooled at shutdown"
+        );
     }
     let stats = d.stats();
     stats_out.send_replace(stats);

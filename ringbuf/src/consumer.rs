@@ -9,9 +9,9 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use crate::Sequenced;
-use crate::error::{RingClaimError, RingCorruptError, RingWaitError};
+use crate::error::{RingCorruptError, RingWaitError};
 use crate::layout::ControlBlock;
-use crate::shm::{SharedRing, release_claim};
+use crate::shm::{SharedRing, SideClaim};
 use crate::sync::Ordering::{Acquire, Relaxed};
 
 /// The reading side of a ring. At most one exists per ring across all processes.
@@ -21,6 +21,7 @@ pub struct Consumer<T: Sequenced> {
     capacity: u64,
     mask: u64,
     tail: u64,
+    claim: SideClaim,
     #[cfg(feature = "tokio")]
     async_fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
 }
@@ -39,19 +40,20 @@ impl<T: Sequenced> std::fmt::Debug for Consumer<T> {
 }
 
 impl<T: Sequenced> Consumer<T> {
-    pub(crate) fn attach(ring: SharedRing<T>) -> Result<Self, RingClaimError> {
+    pub(crate) fn attach(ring: SharedRing<T>, claim: SideClaim) -> Self {
         let g = ring.inner.geometry;
         // Acquire: pairs with the previous consumer's release of its claim.
         let tail = ring.inner.control().consumer.tail.load(Acquire);
-        Ok(Self {
+        Self {
             slots: ring.inner.slots::<T>(),
             capacity: g.capacity,
             mask: g.mask,
             tail,
+            claim,
             #[cfg(feature = "tokio")]
             async_fd: None,
             ring,
-        })
+        }
     }
 
     fn control(&self) -> &ControlBlock {
@@ -186,7 +188,7 @@ impl<T: Sequenced> Consumer<T> {
 
 impl<T: Sequenced> Drop for Consumer<T> {
     fn drop(&mut self) {
-        release_claim(&self.control().consumer_state.consumer_claim);
+        self.claim.release(self.ring.inner.control());
     }
 }
 

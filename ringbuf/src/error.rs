@@ -95,6 +95,9 @@ pub enum RingClaimError {
     /// The indices left behind are impossible.
     #[error(transparent)]
     Corrupt(#[from] RingCorruptError),
+    /// The side's lock could not be taken (not because another holder has it).
+    #[error("locking the ring side: {0}")]
+    Lock(String),
 }
 
 /// Waiting on a ring failed (not a timeout: the eventfd itself failed).

@@ -100,7 +100,8 @@ pub struct ProducerState {
     pub dropped_full: AtomicU64,
     /// Wake-ups (eventfd writes) the producer sent to a parked consumer.
     pub wakeups_sent: AtomicU64,
-    /// The producer's claim: `pid << 32 | low 32 bits of its start time`; 0 when none.
+    /// The producer's claim: `pid << 32`; 0 when none. Liveness comes from the memfd lock
+    /// (see `shm.rs`), not from this word.
     pub producer_claim: AtomicU64,
     /// How many times a producer has claimed this ring.
     pub producer_attaches: AtomicU64,

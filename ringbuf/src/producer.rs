@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::Sequenced;
 use crate::error::{Full, RingClaimError, RingCorruptError};
 use crate::layout::ControlBlock;
-use crate::shm::{SharedRing, release_claim};
+use crate::shm::{SharedRing, SideClaim};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
 /// The writing side of a ring. At most one exists per ring across all processes.
@@ -24,6 +24,7 @@ pub struct Producer<T: Sequenced> {
     head: u64,
     tail_seen: u64,
     next_seq: u64,
+    claim: SideClaim,
 }
 
 // SAFETY: `slots` points into the ring segment owned by `ring` (an `Arc`), not into thread-local
@@ -44,7 +45,7 @@ impl<T: Sequenced> std::fmt::Debug for Producer<T> {
 impl<T: Sequenced> Producer<T> {
     /// Takes over the producer side after the claim succeeded: recovers `head` and the sequence
     /// left by any previous producer.
-    pub(crate) fn attach(ring: SharedRing<T>) -> Result<Self, RingClaimError> {
+    pub(crate) fn attach(ring: SharedRing<T>, claim: SideClaim) -> Result<Self, RingClaimError> {
         let g = ring.inner.geometry;
         let slots = ring.inner.slots::<T>();
         let c = ring.inner.control();
@@ -53,6 +54,7 @@ impl<T: Sequenced> Producer<T> {
         let head = c.producer.head.load(Acquire);
         let tail = c.consumer.tail.load(Acquire);
         if head < tail || head - tail > g.capacity {
+            claim.release(c);
             return Err(RingCorruptError {
                 head,
                 tail,
@@ -85,6 +87,7 @@ impl<T: Sequenced> Producer<T> {
             head,
             tail_seen: tail,
             next_seq,
+            claim,
             ring,
         })
     }
@@ -252,6 +255,6 @@ impl<T: Sequenced> Producer<T> {
 
 impl<T: Sequenced> Drop for Producer<T> {
     fn drop(&mut self) {
-        release_claim(&self.control().producer_state.producer_claim);
+        self.claim.release(self.ring.inner.control());
     }
 }

@@ -10,8 +10,10 @@
 //! - Handing a ring to an exec'd child never clears close-on-exec in the parent (a
 //!   multi-threaded parent would leak the fds into every other child it spawns at that
 //!   moment); the flag is cleared in the child, between `fork` and `exec`.
-//! - One producer and one consumer per ring, each side claimed in shared memory by
-//!   `(pid, start time)`, so a dead holder is detected and a recycled pid is not mistaken for it.
+//! - One producer and one consumer per ring. Each side is claimed with an open-file-description
+//!   lock on one byte of the memfd (`F_OFD_SETLK`): the kernel releases it the instant the holder
+//!   dies, so a dead holder is detected at once and a recycled pid is never mistaken for it. The
+//!   claim word in shared memory only records the holder's pid, for status reports.
 
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -332,16 +334,14 @@ impl<T: Sequenced> SharedRing<T> {
     /// sequence: records it pushed are never renumbered, records it was writing when it died
     /// were never published.
     pub fn producer(&self) -> Result<Producer<T>, RingClaimError> {
-        let state = &self.inner.control().producer_state;
-        claim(&state.producer_claim, "producer")?;
-        Producer::attach(self.clone()).inspect_err(|_| release_claim(&state.producer_claim))
+        let claim = self.claim_side(Side::Producer)?;
+        Producer::attach(self.clone(), claim)
     }
 
     /// Claims the consumer side.
     pub fn consumer(&self) -> Result<Consumer<T>, RingClaimError> {
-        let state = &self.inner.control().consumer_state;
-        claim(&state.consumer_claim, "consumer")?;
-        Consumer::attach(self.clone()).inspect_err(|_| release_claim(&state.consumer_claim))
+        let claim = self.claim_side(Side::Consumer)?;
+        Ok(Consumer::attach(self.clone(), claim))
     }
 }
 
@@ -392,14 +392,12 @@ impl<T> SharedRing<T> {
 
     /// Whether a process holds the producer side, and whether it is still alive.
     pub fn producer_status(&self) -> PeerStatus {
-        // Acquire: pairs with the AcqRel claim, so a pid read belongs to a completed claim.
-        let id = self
-            .inner
-            .control()
-            .producer_state
-            .producer_claim
-            .load(Acquire);
-        PeerStatus::of(id)
+        self.side_status(Side::Producer)
+    }
+
+    /// Whether a process holds the consumer side, and whether it is still alive.
+    pub fn consumer_status(&self) -> PeerStatus {
+        self.side_status(Side::Consumer)
     }
 }
 
@@ -443,20 +441,63 @@ pub enum PeerStatus {
     },
 }
 
-impl PeerStatus {
-    fn of(identity: u64) -> Self {
-        let pid = (identity >> 32) as u32;
-        match identity {
-            0 => PeerStatus::Vacant,
-            id if identity_alive(id) => PeerStatus::Alive { pid },
-            _ => PeerStatus::Dead { pid },
+// ---- claims ----------------------------------------------------------------------------
+
+/// The two sides of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Producer,
+    Consumer,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Producer => "producer",
+            Side::Consumer => "consumer",
+        }
+    }
+
+    /// The byte of the memfd whose lock marks this side as held.
+    fn lock_byte(self) -> i64 {
+        match self {
+            Side::Producer => 0,
+            Side::Consumer => 1,
+        }
+    }
+
+    pub(crate) fn cell(self, c: &ControlBlock) -> &AtomicU64 {
+        match self {
+            Side::Producer => &c.producer_state.producer_claim,
+            Side::Consumer => &c.consumer_state.consumer_claim,
         }
     }
 }
 
-// ---- claims --------------------------------------------------------------------------------
+/// A held side: its claim word names this process, and (for shared rings) an open file
+/// description of the memfd holds a lock on the side's byte. The kernel drops that lock the
+/// instant the holder dies, however it dies, so liveness never depends on pids (which are reused)
+/// or on `/proc` (which qemu-user fakes for the emulated process).
+#[derive(Debug)]
+pub(crate) struct SideClaim {
+    side: Side,
+    me: u64,
+    /// Dropped after the claim word is cleared (field order), releasing the lock.
+    _lock: Option<OwnedFd>,
+}
 
-/// This process as `pid << 32 | low 32 bits of its start time`.
+impl SideClaim {
+    pub(crate) fn release(&self, c: &ControlBlock) {
+        // AcqRel: Release publishes everything this side wrote before letting go. Only our own
+        // claim is cleared.
+        let _ = self
+            .side
+            .cell(c)
+            .compare_exchange(self.me, 0, AcqRel, Relaxed);
+    }
+}
+
+/// This process's claim word: its pid in the high half.
 fn current_identity() -> u64 {
     #[cfg(miri)]
     {
@@ -464,80 +505,103 @@ fn current_identity() -> u64 {
     }
     #[cfg(not(miri))]
     {
-        let pid = std::process::id();
-        (u64::from(pid) << 32) | (start_ticks(pid).unwrap_or(0) & 0xffff_ffff)
+        u64::from(std::process::id()) << 32
     }
 }
 
-/// Whether the process an identity names is still running (not merely its pid reused).
-fn identity_alive(identity: u64) -> bool {
-    #[cfg(miri)]
-    {
-        identity == current_identity()
+/// The `F_OFD_*` lock request for one byte.
+#[cfg(not(miri))]
+fn byte_lock(kind: i32, byte: i64) -> nix::libc::flock {
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+    let mut fl: nix::libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as i16;
+    fl.l_whence = nix::libc::SEEK_SET as i16;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    fl
+}
+
+/// Takes the side's lock on a new open file description of `memfd`; `Ok(None)` if another
+/// holder has it.
+#[cfg(not(miri))]
+fn lock_side(memfd: &OwnedFd, side: Side) -> Result<Option<OwnedFd>, std::io::Error> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
+    // A new open file description: locks taken through it belong to this claim alone.
+    let path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
+    let fd = open(
+        path.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let fl = byte_lock(nix::libc::F_WRLCK, side.lock_byte());
+    match fcntl(&fd, FcntlArg::F_OFD_SETLK(&fl)) {
+        Ok(_) => Ok(Some(fd)),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    #[cfg(not(miri))]
-    {
-        let pid = (identity >> 32) as u32;
-        let Ok(raw) = i32::try_from(pid) else {
-            return false;
+}
+
+/// Whether some open file description holds the side's lock.
+#[cfg(not(miri))]
+fn side_locked(memfd: &OwnedFd, side: Side) -> bool {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let mut fl = byte_lock(nix::libc::F_WRLCK, side.lock_byte());
+    match fcntl(memfd, FcntlArg::F_OFD_GETLK(&mut fl)) {
+        Ok(_) => fl.l_type != nix::libc::F_UNLCK as i16,
+        // Cannot tell: say held, so nobody concludes a live peer is dead.
+        Err(_) => true,
+    }
+}
+
+impl<T> SharedRing<T> {
+    pub(crate) fn claim_side(&self, side: Side) -> Result<SideClaim, RingClaimError> {
+        let cell = side.cell(self.inner.control());
+        let me = current_identity();
+        // Acquire (all loads here): see the previous holder's claim before judging it.
+        let busy = |cell: &AtomicU64| RingClaimError::Busy {
+            side: side.name(),
+            pid: (cell.load(Acquire) >> 32) as u32,
         };
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
-            Ok(()) | Err(nix::errno::Errno::EPERM) => {}
-            Err(_) => return false,
-        }
-        // A zombie still answers kill(0) but is dead for our purposes.
-        match proc_stat(pid) {
-            Some((state, start)) => {
-                state != 'Z' && (start & 0xffff_ffff) == (identity & 0xffff_ffff)
-            }
-            None => false,
-        }
-    }
-}
-
-#[cfg(not(miri))]
-fn start_ticks(pid: u32) -> Option<u64> {
-    proc_stat(pid).map(|(_, start)| start)
-}
-
-/// `(state, starttime)` from `/proc/<pid>/stat`.
-#[cfg(not(miri))]
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // starttime is field 22 of the whole line, the 20th after the name.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
-
-fn claim(cell: &AtomicU64, side: &'static str) -> Result<(), RingClaimError> {
-    let me = current_identity();
-    // Acquire: see the holder's claim before judging it.
-    let mut current = cell.load(Acquire);
-    loop {
-        if current != 0 && (current == me || identity_alive(current)) {
-            return Err(RingClaimError::Busy {
+        #[cfg(not(miri))]
+        if let Some(memfd) = self.inner.memfd() {
+            let lock = lock_side(memfd, side)
+                .map_err(|e| RingClaimError::Lock(e.to_string()))?
+                .ok_or_else(|| busy(cell))?;
+            // AcqRel: Acquire makes a dead holder's writes (indices, seq) visible to us; Release
+            // publishes the claim to status readers. The lock already excludes everyone else.
+            cell.swap(me, AcqRel);
+            return Ok(SideClaim {
                 side,
-                pid: (current >> 32) as u32,
+                me,
+                _lock: Some(lock),
             });
         }
-        // AcqRel: Acquire makes the dead holder's writes (indices, seq) visible to the new one;
-        // Release publishes the claim to `producer_status` readers.
-        match cell.compare_exchange(current, me, AcqRel, Acquire) {
-            Ok(_) => return Ok(()),
-            Err(actual) => current = actual,
+        // Heap rings live in one process: the claim word alone decides.
+        cell.compare_exchange(0, me, AcqRel, Acquire)
+            .map_err(|_| busy(cell))?;
+        Ok(SideClaim {
+            side,
+            me,
+            _lock: None,
+        })
+    }
+
+    fn side_status(&self, side: Side) -> PeerStatus {
+        // Acquire: pairs with the AcqRel claim, so a pid read belongs to a completed claim.
+        let pid = (side.cell(self.inner.control()).load(Acquire) >> 32) as u32;
+        #[cfg(not(miri))]
+        let held = match self.inner.memfd() {
+            Some(memfd) => side_locked(memfd, side),
+            None => pid != 0,
+        };
+        #[cfg(miri)]
+        let held = pid != 0;
+        match (held, pid) {
+            (true, pid) => PeerStatus::Alive { pid },
+            (false, 0) => PeerStatus::Vacant,
+            (false, pid) => PeerStatus::Dead { pid },
         }
     }
-}
-
-pub(crate) fn release_claim(cell: &AtomicU64) {
-    let me = current_identity();
-    // AcqRel: Release publishes everything this side wrote before letting go; only our own
-    // claim is cleared (a holder that took over after we were judged dead keeps its claim).
-    let _ = cell.compare_exchange(me, 0, AcqRel, Relaxed);
 }
 
 // ---- handover ------------------------------------------------------------------------------
@@ -617,14 +681,5 @@ mod tests {
         for bad in ["", "3,4", "3,4,5,6", "3,3,5", "1,4,5", "a,b,c"] {
             assert!(parse_fd_spec(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[cfg(not(miri))]
-    #[test]
-    fn this_process_is_alive_and_a_made_up_start_time_is_not() {
-        let me = current_identity();
-        assert!(identity_alive(me));
-        assert!(!identity_alive(me ^ 1));
-        assert!(!identity_alive(u64::from(u32::MAX - 7) << 32));
     }
 }

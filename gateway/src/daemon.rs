@@ -44,6 +44,8 @@ pub struct SourceSpec {
     pub catalog: Arc<SourceCatalog>,
     /// Ring capacity in records (a power of two).
     pub ring_capacity: usize,
+    /// The adapter child's job.
+    pub job: crate::adapter::AdapterJob,
 }
 
 /// Everything `run` needs, resolved from the configuration.
@@ -67,8 +69,6 @@ pub struct RunPlan {
     pub linger: Duration,
     /// This binary, for the adapter children.
     pub exe: PathBuf,
-    /// The validated configuration text, handed to every adapter child.
-    pub config_text: Arc<str>,
 }
 
 /// What a run did, for the demo's summary and the tests.
@@ -148,7 +148,7 @@ pub async fn run<S: EventSink + Send + 'static>(
         let spec = AdapterSpec {
             exe: plan.exe.clone(),
             source: source.name.clone(),
-            config_text: Arc::clone(&plan.config_text),
+            job: serde_json::to_string(&source.job)?.into(),
             stop_grace: plan.shutdown_timeout / 4,
         };
         tracing::info!(source = %source.name, epoch, capacity = source.ring_capacity, "source ring created");

@@ -1,7 +1,11 @@
 //! edge-gateway daemon library.
 #![forbid(unsafe_code)]
+pub mod adapter;
 pub mod daemon;
+pub mod demo;
 pub mod epoch;
 pub mod forward;
+pub mod logging;
+pub mod mqtt;
 pub mod spool;
 pub mod supervise;

@@ -4,8 +4,9 @@
 //! # Design constraints
 //! - The gateway is multi-threaded, so children are started by exec (never a bare `fork`), and
 //!   the ring's descriptors are made inheritable in the child only (`SharedRing::pass_to_child`).
-//! - A child gets exactly the configuration text the parent validated, on its stdin, and picks
-//!   its source by name: a file edited on disk meanwhile cannot make parent and child disagree.
+//! - A child gets its job (its part of the configuration the parent validated, as JSON) on its
+//!   stdin: a file edited on disk meanwhile cannot make parent and child disagree, and a child
+//!   parses only its own devices.
 //! - Children die with the gateway: the child sets `PR_SET_PDEATHSIG` and then checks that its
 //!   parent is still the gateway that started it (closing the race where the parent died first).
 //!   The death signal fires when the *thread* that spawned the child exits, so children are
@@ -60,8 +61,8 @@ pub struct AdapterSpec {
     pub exe: PathBuf,
     /// Source name, passed as `adapter --source NAME`.
     pub source: String,
-    /// The validated configuration text, written to the child's stdin.
-    pub config_text: Arc<str>,
+    /// The child's job (`crate::adapter::AdapterJob` as JSON), written to its stdin.
+    pub job: Arc<str>,
     /// How long a child may take to stop after SIGTERM before it is killed.
     pub stop_grace: Duration,
 }
@@ -137,7 +138,7 @@ async fn spawn(
     cmd.kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    stdin.write_all(spec.config_text.as_bytes()).await?;
+    stdin.write_all(spec.job.as_bytes()).await?;
     drop(stdin);
     Ok(child)
 }

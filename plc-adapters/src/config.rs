@@ -42,7 +42,7 @@ use serde::Deserialize;
 use crate::tag::{ByteOrder, Table};
 
 /// The `[[devices]]` of a configuration file.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AdapterConfig {
     /// Devices to poll.
@@ -54,7 +54,7 @@ pub struct AdapterConfig {
 }
 
 /// Wire protocol of a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum Protocol {
     /// Modbus TCP (MBAP framing).
     #[serde(rename = "modbus-tcp")]
@@ -74,7 +74,7 @@ impl fmt::Display for Protocol {
 }
 
 /// One `[[devices]]` entry.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// Unique device name.
@@ -107,7 +107,7 @@ pub struct DeviceConfig {
 }
 
 /// Parity of a serial line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Parity {
     /// No parity bit (Modbus then requires 2 stop bits, though many devices use 1).
@@ -120,7 +120,7 @@ pub enum Parity {
 }
 
 /// `[devices.serial]`: a serial line for Modbus RTU.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialConfig {
     /// Device path, e.g. `/dev/ttyUSB0`.
@@ -139,7 +139,7 @@ pub struct SerialConfig {
 }
 
 /// One `[[devices.groups]]` entry: tags polled together at one interval.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// Name, unique within the device.
@@ -152,7 +152,7 @@ pub struct GroupConfig {
 }
 
 /// Configured data type name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 #[allow(missing_docs)]
 pub enum TypeName {
@@ -169,7 +169,7 @@ pub enum TypeName {
 }
 
 /// One `[[devices.groups.tags]]` entry.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TagConfig {
     /// Name, unique within the device.

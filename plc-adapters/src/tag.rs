@@ -19,7 +19,9 @@ use edgegw_ringbuf::Value;
 use crate::quality::Quality;
 
 /// The four Modbus data tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Table {
     /// Read/write bits, function code 0x01.
@@ -146,7 +148,9 @@ impl fmt::Display for DataType {
 /// For 64-bit values the word order generalises: `CDAB` and `DCBA` reverse all four registers
 /// (as pymodbus's `word_order="little"` does). For 16-bit values only the byte swap matters:
 /// `BADC` and `DCBA` swap the two bytes. Strings honour the byte swap only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
 pub enum ByteOrder {
     /// Big-endian words and bytes.
     #[default]

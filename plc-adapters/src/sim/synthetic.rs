@@ -31,7 +31,7 @@ use crate::quality::Quality;
 use crate::tag::Reading;
 
 /// The shape of a synthetic signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignalKind {
     /// 0, 1, 2, … (u64), one step per sample.
@@ -45,7 +45,7 @@ pub enum SignalKind {
 }
 
 /// One synthetic tag as configured.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyntheticTagConfig {
     /// Tag name.
@@ -73,7 +73,7 @@ const fn default_period_ms() -> u64 {
 }
 
 /// A `[[synthetic]]` source.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyntheticConfig {
     /// `source_id` of its records.

@@ -9,8 +9,13 @@
 //! streams it to this process, which checks that every `(source, epoch)` sequence is complete,
 //! counts duplicates, and prints one status line per second.
 //!
-//! `--outage N` SIGKILLs the broker process for N seconds mid-run: the gateway spools, and
-//! replays when the broker is back. The run always ends with
+//! `--outage N` makes the broker unreachable for N seconds mid-run: the gateway reaches the
+//! broker through a TCP relay in this process, which cuts every connection and refuses new
+//! ones for that long. The gateway sees exactly what a dead broker looks like (connection lost,
+//! reconnects refused), spools, and replays when the broker is back. The broker itself keeps
+//! running, so the demo's subscriber never misses what the broker acknowledged: killing the
+//! broker process instead could lose batches it had acknowledged but not yet delivered, which
+//! would be the broker's loss, not the gateway's, and would make the summary lie. The run always ends with
 //! `demo summary: received=<n> gaps=<n> duplicates=<n> spooled=<n> replayed=<n>`, and exits
 //! non-zero if anything is missing.
 
@@ -134,6 +139,58 @@ impl BrokerProcess {
     }
 }
 
+/// A TCP relay to the broker that can cut every connection and refuse new ones.
+struct Relay {
+    port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(broker_port: u16) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, cuts) = watch::channel(0u64);
+        let relay_down = Arc::clone(&down);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if relay_down.load(Ordering::Relaxed) {
+                    continue; // dropped: the connection is refused
+                }
+                let mut cuts = cuts.clone();
+                // Only cuts after this connection was accepted end it.
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut broker) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
+                    else {
+                        return;
+                    };
+                    // Small MQTT packets: no Nagle delay on either hop.
+                    let _ = (client.set_nodelay(true), broker.set_nodelay(true));
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut broker) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { port, down, cut })
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::Relaxed);
+        if down {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -253,9 +310,11 @@ async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let broker = BrokerProcess::start(port, &seen)?;
     wait_for_port(port, Duration::from_secs(10))?;
+    let relay = Relay::start(port).await?;
     println!(
-        "demo: Modbus simulator on {}, MQTT broker on 127.0.0.1:{port}, state in {}",
+        "demo: Modbus simulator on {}, MQTT broker on 127.0.0.1:{port} (reached through 127.0.0.1:{}), state in {}",
         sim.local_addr(),
+        relay.port,
         dir.path().display()
     );
 
@@ -270,12 +329,15 @@ async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
         linger: Duration::from_millis(50),
         exe: std::env::current_exe()?,
     };
-    let sink = MqttSink::start(MqttSettings::new(
+    let mut settings = MqttSettings::new(
         "127.0.0.1",
-        port,
+        relay.port,
         "edge-gateway-demo",
         &format!("{PREFIX}/status"),
-    ));
+    );
+    // A demo should show the reconnect promptly; production keeps the 30 s cap.
+    settings.backoff_max = Duration::from_secs(2);
+    let sink = MqttSink::start(settings);
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let (handle_tx, handle_rx) = tokio::sync::oneshot::channel::<RunHandle>();
@@ -294,8 +356,7 @@ async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let outage_at =
         (outage > 0).then(|| Duration::from_secs(seconds.map_or(5, |s| (s - outage) / 3).max(2)));
-    let mut broker = Some(broker);
-    let mut broker_down_since: Option<Instant> = None;
+    let mut outage_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let ctrl_c = tokio::signal::ctrl_c();
@@ -306,22 +367,17 @@ async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
             _ = &mut ctrl_c => break,
         }
         let t = started.elapsed();
-        if let (Some(at), Some(b)) = (outage_at, broker.as_ref())
-            && t >= at
-            && broker_down_since.is_none()
-        {
-            let _ = b;
-            broker.take().expect("running").kill();
-            broker_down_since = Some(Instant::now());
-            println!("demo: broker killed (SIGKILL) for {outage} s");
+        if outage_at.is_some_and(|at| t >= at) && outage_since.is_none() {
+            relay.set_down(true);
+            outage_since = Some(Instant::now());
+            println!("demo: broker unreachable for {outage} s (connections cut and refused)");
         }
-        if let Some(since) = broker_down_since
+        if let Some(since) = outage_since
             && since.elapsed() >= Duration::from_secs(outage)
-            && broker.is_none()
+            && relay.down.load(std::sync::atomic::Ordering::Relaxed)
         {
-            broker = Some(BrokerProcess::start(port, &seen)?);
-            wait_for_port(port, Duration::from_secs(10))?;
-            println!("demo: broker restarted");
+            relay.set_down(false);
+            println!("demo: broker reachable again");
         }
         status_line(t, &seen, &handle);
         if seconds.is_some_and(|s| t >= Duration::from_secs(s)) {
@@ -341,9 +397,7 @@ async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
         }
         last = now;
     }
-    if let Some(b) = broker {
-        b.kill();
-    }
+    broker.kill();
     sim.stop().await;
     let s = seen.lock().unwrap_or_else(|e| e.into_inner());
     let gaps = s.gaps();

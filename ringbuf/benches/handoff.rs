@@ -193,7 +193,8 @@ fn pipe(n: u64, batch: usize) -> f64 {
         while sent < n {
             let k = (n - sent).min(batch as u64) as usize;
             for i in 0..k {
-                buf[i * size..(i + 1) * size].copy_from_slice(bytemuck::bytes_of(&rec(sent + i as u64)));
+                buf[i * size..(i + 1) * size]
+                    .copy_from_slice(bytemuck::bytes_of(&rec(sent + i as u64)));
             }
             w.write_all(&buf[..k * size]).unwrap();
             sent += k as u64;
@@ -254,14 +255,19 @@ fn wakeup_latency(rate: u64, duration: Duration) -> (u64, u64, f64) {
         let now = monotonic_ns();
         let b = c.read().unwrap();
         for r in b.iter() {
-            hist.record(now.saturating_sub(r.timestamp_ns).max(1)).unwrap();
+            hist.record(now.saturating_sub(r.timestamp_ns).max(1))
+                .unwrap();
         }
         got += b.len() as u64;
         b.release_all();
     }
     waitpid(pid, None).unwrap();
     let wakeups = ring.stats().wakeups_sent as f64 / n as f64;
-    (hist.value_at_quantile(0.5), hist.value_at_quantile(0.99), wakeups)
+    (
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        wakeups,
+    )
 }
 
 fn main() {
@@ -310,10 +316,19 @@ fn main() {
             p99 as f64 / 1000.0
         );
     }
-    println!("(checksum of records read: {})", TOUCHED.load(std::sync::atomic::Ordering::Relaxed));
+    println!(
+        "(checksum of records read: {})",
+        TOUCHED.load(std::sync::atomic::Ordering::Relaxed)
+    );
     println!("summary:");
-    println!("  ring/rtrb at batch 64: {:.2} (target >= 1.0)", ring64 / rtrb64);
+    println!(
+        "  ring/rtrb at batch 64: {:.2} (target >= 1.0)",
+        ring64 / rtrb64
+    );
     println!("  ring/rtrb at batch 1:  {:.2}", ring1 / rtrb1);
-    println!("  ring/pipe at batch 1:  {:.1} (target >= 20)", ring1 / pipe1);
+    println!(
+        "  ring/pipe at batch 1:  {:.1} (target >= 20)",
+        ring1 / pipe1
+    );
     println!("  ring/pipe at batch 64: {:.1}", ring64 / pipe64);
 }

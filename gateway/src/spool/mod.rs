@@ -195,4 +195,69 @@ mod tests {
         let drained = std::fs::metadata(&path).unwrap().len();
         assert!(drained < full / 4, "{drained} bytes left of {full}");
     }
+
+    #[test]
+    fn a_realistic_spill_takes_at_most_16_bytes_per_record_on_disk() {
+        use edgegw_ringbuf::{TelemetryRecord, Value};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let (mut spool, _) = Spool::open(&path, &SpoolConfig::default()).unwrap();
+        // 100 tags (f32 values and scaled u16s) polled every 100 ms, 1000 records per batch.
+        let (mut seq, mut total) = (0u64, 0u64);
+        for batch in 0..200u64 {
+            let mut recs = Vec::with_capacity(1000);
+            for poll in 0..10u64 {
+                for tag in 0..100u32 {
+                    let t = batch * 10 + poll;
+                    let v = if tag % 2 == 0 {
+                        f64::from((t as f32 * 0.01 + tag as f32).sin() * 100.0)
+                    } else {
+                        f64::from((t % 4000) as u16 + tag as u16) * 0.1
+                    };
+                    let mut r = TelemetryRecord::new(
+                        0,
+                        tag,
+                        1_795_000_000_000_000_000 + t * 100_000_000,
+                        Value::F64(v),
+                        0,
+                    );
+                    r.epoch = 9;
+                    r.seq = seq;
+                    seq += 1;
+                    recs.push(r);
+                }
+            }
+            total += recs.len() as u64;
+            let body = encode(&[&recs], |r| {
+                if r.tag_id < 100 {
+                    Some("\"some_tag_name\"")
+                } else {
+                    None
+                }
+            });
+            spool
+                .append(&[NewRow {
+                    source: "\"press-1\"".into(),
+                    device: "\"press-1\"".into(),
+                    group: "\"fast\"".into(),
+                    topic: "edge-gateway/line3/press-1/fast".into(),
+                    epoch: 9,
+                    seqs: (recs[0].seq, recs[recs.len() - 1].seq),
+                    records: recs.len() as u64,
+                    oldest_ts: recs[0].timestamp_ns,
+                    body,
+                }])
+                .unwrap();
+        }
+        spool.conn_checkpoint();
+        let on_disk = std::fs::metadata(&path).unwrap().len();
+        let per_record = on_disk as f64 / total as f64;
+        eprintln!(
+            "spool: {total} records in {on_disk} bytes on disk = {per_record:.2} bytes per record"
+        );
+        assert!(
+            per_record <= 16.0,
+            "{per_record:.2} bytes per record on disk"
+        );
+    }
 }

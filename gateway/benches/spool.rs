@@ -17,7 +17,7 @@ fn batch(b: u64) -> Vec<TelemetryRecord> {
         .map(|i| {
             let tag = (i % 100) as u32;
             let t = b * 10 + i / 100;
-            let v = if tag % 2 == 0 {
+            let v = if tag.is_multiple_of(2) {
                 f64::from((t as f32 * 0.01 + tag as f32).sin() * 100.0)
             } else {
                 f64::from((t % 4000) as u16 + tag as u16) * 0.1

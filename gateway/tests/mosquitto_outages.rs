@@ -158,10 +158,10 @@ async fn broker_stopped_three_times_at_10k_points_per_second_loses_nothing() {
         group: "sensors".into(),
         config: SyntheticConfig {
             source_id: 0,
-            tags: (0..100)
+            tags: (0..100u32)
                 .map(|i| SyntheticTagConfig {
                     name: format!("t{i}"),
-                    signal: if i % 2 == 0 {
+                    signal: if i.is_multiple_of(2) {
                         SignalKind::Counter
                     } else {
                         SignalKind::Sine

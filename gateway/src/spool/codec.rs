@@ -351,10 +351,10 @@ mod tests {
         #[test]
         fn any_records_round_trip_bit_exactly(recs in prop::collection::vec(arb_record(), 0..200), split in 0usize..200) {
             let split = split.min(recs.len());
-            let blob = encode(&[&recs[..split], &recs[split..]], |r| (r.tag_id % 2 == 0).then_some("\"even\""));
+            let blob = encode(&[&recs[..split], &recs[split..]], |r| (r.tag_id.is_multiple_of(2)).then_some("\"even\""));
             let (back, names) = decode(&blob).unwrap();
             prop_assert_eq!(back, recs.clone());
-            prop_assert!(names.iter().all(|(_, t, n)| t % 2 == 0 && &**n == "\"even\""));
+            prop_assert!(names.iter().all(|(_, t, n)| t.is_multiple_of(2) && &**n == "\"even\""));
         }
 
         #[test]
@@ -371,7 +371,7 @@ mod tests {
         let mut seq = 1000;
         for poll in 0..10u64 {
             for tag in 0..100u32 {
-                let v = if tag % 2 == 0 {
+                let v = if tag.is_multiple_of(2) {
                     f64::from((tag as f32) * 1.37 + poll as f32 * 0.25)
                 } else {
                     f64::from(1200 + tag as u16 + poll as u16) * 0.1

@@ -209,7 +209,7 @@ mod tests {
             for poll in 0..10u64 {
                 for tag in 0..100u32 {
                     let t = batch * 10 + poll;
-                    let v = if tag % 2 == 0 {
+                    let v = if tag.is_multiple_of(2) {
                         f64::from((t as f32 * 0.01 + tag as f32).sin() * 100.0)
                     } else {
                         f64::from((t % 4000) as u16 + tag as u16) * 0.1

@@ -79,8 +79,8 @@ pub fn parse(text: &str, file_name: &str) -> Result<ResolvedConfig, ConfigError>
     ResolvedConfig::build(&raw, dir).map_err(|p| ConfigError::invalid(file_name, locate(p)))
 }
 
-/// Reads and parses the file at `path` into its raw form, without validating it beyond its
-/// shape (types, required and unknown keys). For tools and tests; the gateway uses [`load`].
+/// Parses a configuration text into its raw form, checking only its shape (syntax, types,
+/// required and unknown keys), not its values. For tools and tests; the gateway uses [`load`].
 pub fn parse_raw(text: &str, file_name: &str) -> Result<RawConfig, ConfigError> {
     let doc = Document::parse(text).map_err(|d| ConfigError::invalid(file_name, d))?;
     let (sections, diagnostics) = Sections::read(&doc);

@@ -48,8 +48,8 @@ fn example_config_loads() {
     assert_eq!(cfg.mqtt.client_id.as_deref(), Some("line3-gw"));
     assert!(cfg.mqtt.tls.is_some());
     assert_eq!(
-        cfg.payload.status_topic,
-        "plant-a/edge-gateway/line3-gw/status"
+        cfg.mqtt.status_topic.as_deref(),
+        Some("plant-a/edge-gateway/line3-gw/status")
     );
     let names: Vec<&str> = cfg.sources.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["filler-1", "line3-sim"]);

@@ -39,7 +39,10 @@ fn defaults_fill_in_everything_but_name_broker_and_sources() {
     );
     assert_eq!(cfg.spool.config.max_bytes, 256 * 1024 * 1024);
     assert_eq!(cfg.payload.prefix, "edge-gateway/gw-1");
-    assert_eq!(cfg.payload.status_topic, "edge-gateway/gw-1/status");
+    assert_eq!(
+        cfg.mqtt.status_topic.as_deref(),
+        Some("edge-gateway/gw-1/status")
+    );
     assert_eq!(cfg.payload.max_batch, 500);
     assert_eq!(cfg.payload.linger, Duration::from_millis(50));
     assert_eq!(
@@ -94,28 +97,32 @@ fn relative_paths_are_taken_from_the_config_directory() {
 fn topic_templates_render_every_placeholder() {
     let text = MINIMAL.replace(
         "[[synthetic]]",
-        "[payload]\nprefix = \"site/{gateway}\"\ntopic = \"{prefix}/data/{gateway}/{group}/{device}\"\nstatus_topic = \"status/{gateway}\"\n\n[[synthetic]]",
+        "[payload]\nprefix = \"site/{gateway}\"\ntopic = \"{prefix}/data/{gateway}/{group}/{device}\"\n\n[[synthetic]]",
     );
     let cfg = parse(&text);
     assert_eq!(cfg.payload.prefix, "site/gw-1");
-    assert_eq!(cfg.payload.status_topic, "status/gw-1");
     assert_eq!(
         cfg.sources[0].devices[0].groups[0].topic,
         "site/gw-1/data/gw-1/g/sim"
     );
+    // The status topic follows the prefix unless [mqtt] names one.
+    assert_eq!(cfg.mqtt.status_topic.as_deref(), Some("site/gw-1/status"));
+    let cfg = parse(&text.replace(
+        "host = \"10.0.0.5\"",
+        "host = \"10.0.0.5\"\nstatus_topic = \"status/gw-1\"",
+    ));
+    assert_eq!(cfg.mqtt.status_topic.as_deref(), Some("status/gw-1"));
     let err = config::parse(
         &MINIMAL.replace(
             "[[synthetic]]",
-            "[payload]\nstatus_topic = \"{prefix}/{device}\"\n[[synthetic]]",
+            "[payload]\nprefix = \"{prefix}/x\"\n[[synthetic]]",
         ),
         "gw.toml",
     )
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains(
-            "payload.status_topic: unknown placeholder {device}; allowed here: {prefix}, {gateway}"
-        ),
+        err.contains("payload.prefix: unknown placeholder {prefix}; allowed here: {gateway}"),
         "{err}"
     );
 }

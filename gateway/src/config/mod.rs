@@ -32,7 +32,7 @@ mod topic;
 use std::path::Path;
 
 pub use error::{ConfigDiagnostic, ConfigError, EX_CONFIG};
-pub use mqtt_placeholder::{MqttConfig, TlsConfig};
+pub use mqtt_placeholder::{MqttConfig, MqttTlsConfig};
 pub use raw::{
     GatewayConfig, PayloadConfig, PayloadFormat, RawConfig, SYNTHETIC_SOURCE_ID_BASE,
     SyntheticSourceConfig,

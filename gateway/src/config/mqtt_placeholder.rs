@@ -1,10 +1,11 @@
 //! `[mqtt]`: a stand-in for the MQTT sink's own configuration struct.
 //!
 //! The sink (`edgegw::sinks::mqtt`) will own its configuration; until it lands, this struct
-//! holds the same keys the issue asks for (broker, client id, TLS/mTLS files, username and a
-//! password file, QoS, keepalive), with the same conventions as every other section: serde,
-//! `deny_unknown_fields`, defaults as `const fn`, and pure validation that names key paths.
-//! When the sink's struct lands this file goes away and `raw.rs` embeds that one.
+//! mirrors the keys of the sink's struct as it is being written (broker, client id, TLS/mTLS
+//! files, username and password file, QoS, keepalive, window, status topic, backoff, packet
+//! size), with the same conventions: serde, `deny_unknown_fields`, defaults as `const fn`, and
+//! pure validation that names key paths. When the sink's module is wired into the crate this
+//! file goes away and `raw.rs` embeds that struct.
 
 use std::path::PathBuf;
 
@@ -33,14 +34,29 @@ pub struct MqttConfig {
     /// Keepalive in seconds; default 15.
     #[serde(default = "default_keepalive_s")]
     pub keepalive_s: u64,
+    /// Batches in flight at most; default 64.
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Retained status topic; default `<payload prefix>/status` (filled in by the
+    /// configuration's stage two).
+    pub status_topic: Option<String>,
+    /// First reconnect delay, ms; default 100.
+    #[serde(default = "default_backoff_min_ms")]
+    pub backoff_min_ms: u64,
+    /// Largest reconnect delay, ms; default 30000.
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// Largest MQTT packet, bytes; default 1 MiB.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
     /// TLS; absent = plain TCP.
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<MqttTlsConfig>,
 }
 
 /// `[mqtt.tls]`: TLS, and mutual TLS when a client certificate is given.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct TlsConfig {
+pub struct MqttTlsConfig {
     /// PEM file of the CA(s) that sign the broker's certificate; default the system roots.
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate (mTLS); needs `key_file`.
@@ -57,6 +73,26 @@ pub const fn default_qos() -> u8 {
 /// Default keepalive: 15 s.
 pub const fn default_keepalive_s() -> u64 {
     15
+}
+
+/// Default in-flight window: 64 batches.
+pub const fn default_inflight() -> u16 {
+    64
+}
+
+/// Default first reconnect delay: 100 ms.
+pub const fn default_backoff_min_ms() -> u64 {
+    100
+}
+
+/// Default largest reconnect delay: 30 s.
+pub const fn default_backoff_max_ms() -> u64 {
+    30_000
+}
+
+/// Default largest packet: 1 MiB.
+pub const fn default_max_packet_size() -> usize {
+    1024 * 1024
 }
 
 /// Default port without TLS.
@@ -100,6 +136,23 @@ impl MqttConfig {
         }
         if !(5..=65535).contains(&self.keepalive_s) {
             add("keepalive_s", "must be 5..=65535".into());
+        }
+        if self.inflight == 0 {
+            add("inflight", "must be > 0".into());
+        }
+        if let Some(t) = &self.status_topic
+            && (t.is_empty() || t.contains(['+', '#', '\0']))
+        {
+            add("status_topic", "must be a topic without + # or NUL".into());
+        }
+        if self.backoff_min_ms == 0 {
+            add("backoff_min_ms", "must be > 0".into());
+        }
+        if self.backoff_max_ms < self.backoff_min_ms {
+            add("backoff_max_ms", "must be >= backoff_min_ms".into());
+        }
+        if self.max_packet_size < 1024 {
+            add("max_packet_size", "must be at least 1024".into());
         }
         if let Some(tls) = &self.tls {
             match (&tls.cert_file, &tls.key_file) {

@@ -113,9 +113,6 @@ pub struct PayloadConfig {
     /// Topic of a `(device, group)` batch; `{prefix}`, `{gateway}`, `{device}`, `{group}`.
     #[serde(default = "default_topic")]
     pub topic: String,
-    /// Retained status topic (`online` / `offline`); `{prefix}`, `{gateway}`.
-    #[serde(default = "default_status_topic")]
-    pub status_topic: String,
     /// A batch is sent when it holds this many records …
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -128,17 +125,12 @@ pub struct PayloadConfig {
 pub const DEFAULT_PREFIX: &str = "edge-gateway/{gateway}";
 /// Default `payload.topic`.
 pub const DEFAULT_TOPIC: &str = "{prefix}/{device}/{group}";
-/// Default `payload.status_topic`.
-pub const DEFAULT_STATUS_TOPIC: &str = "{prefix}/status";
 
 fn default_prefix() -> String {
     DEFAULT_PREFIX.to_owned()
 }
 fn default_topic() -> String {
     DEFAULT_TOPIC.to_owned()
-}
-fn default_status_topic() -> String {
-    DEFAULT_STATUS_TOPIC.to_owned()
 }
 
 /// Default `payload.max_batch`: 500 records.
@@ -157,7 +149,6 @@ impl Default for PayloadConfig {
             format: PayloadFormat::default(),
             prefix: default_prefix(),
             topic: default_topic(),
-            status_topic: default_status_topic(),
             max_batch: default_max_batch(),
             linger_ms: default_linger_ms(),
         }
@@ -173,8 +164,6 @@ pub(super) const TOPIC_VARS: &[Placeholder] = &[
     Placeholder::Device,
     Placeholder::Group,
 ];
-/// Placeholders allowed in `payload.status_topic`.
-pub(super) const STATUS_VARS: &[Placeholder] = &[Placeholder::Prefix, Placeholder::Gateway];
 
 /// One `[[synthetic]]` source: generated tags, published as one group of one "device" named
 /// after the source. The gateway assigns its record `source_id`.
@@ -473,7 +462,6 @@ fn validate_payload(p: &mut Problems, pl: &PayloadConfig) {
     for (key, text, vars) in [
         ("prefix", &pl.prefix, PREFIX_VARS),
         ("topic", &pl.topic, TOPIC_VARS),
-        ("status_topic", &pl.status_topic, STATUS_VARS),
     ] {
         if let Err(why) = TopicTemplate::parse(text, vars) {
             p.add(format!("payload.{key}"), why);

@@ -31,7 +31,7 @@ use edgegw_plc::sim::{SignalKind, SyntheticConfig};
 use edgegw_plc::{ConfigProblem, DataType};
 
 use super::mqtt_placeholder::MqttConfig;
-use super::raw::{PREFIX_VARS, PayloadFormat, RawConfig, STATUS_VARS, TOPIC_VARS};
+use super::raw::{PREFIX_VARS, PayloadFormat, RawConfig, TOPIC_VARS};
 use super::topic::{TopicTemplate, TopicVars};
 use crate::adapter::AdapterJob;
 use crate::forward::catalog::{CatalogBuilder, SourceCatalog};
@@ -51,8 +51,9 @@ pub const SPOOL_FILE: &str = "spool.db";
 pub struct ResolvedConfig {
     /// Identity and local state.
     pub gateway: GatewaySettings,
-    /// The broker: `[mqtt]` with its defaults filled in (`port`, `client_id`) and its file
-    /// paths absolute.
+    /// The broker: `[mqtt]` with its defaults filled in (`port`, `client_id`, and
+    /// `status_topic`, which defaults to `<payload prefix>/status`) and its file paths
+    /// absolute.
     pub mqtt: MqttConfig,
     /// The spool.
     pub spool: SpoolSettings,
@@ -96,8 +97,6 @@ pub struct PayloadSettings {
     pub prefix: String,
     /// The topic template (already rendered into every [`GroupPlan::topic`]).
     pub topic: TopicTemplate,
-    /// Retained status topic, rendered.
-    pub status_topic: String,
     /// Records per batch at most.
     pub max_batch: usize,
     /// Longest a batch stays open.
@@ -282,6 +281,7 @@ impl ResolvedConfig {
             state_dir,
         };
 
+        let payload = resolve_payload(raw).map_err(|p| vec![p])?;
         let Some(raw_mqtt) = &raw.mqtt else {
             return Err(vec![ConfigProblem {
                 path: "mqtt".into(),
@@ -291,6 +291,9 @@ impl ResolvedConfig {
         let mut mqtt = raw_mqtt.clone();
         mqtt.port = Some(raw_mqtt.effective_port());
         mqtt.client_id.get_or_insert_with(|| g.name.clone());
+        // The status topic belongs to the sink; its default follows the topic prefix.
+        mqtt.status_topic
+            .get_or_insert_with(|| format!("{}/status", payload.prefix));
         if let Some(f) = &mut mqtt.password_file {
             *f = absolute(config_dir, f);
         }
@@ -315,7 +318,6 @@ impl ResolvedConfig {
             path: spool_path,
         };
 
-        let payload = resolve_payload(raw).map_err(|p| vec![p])?;
         let sources = plan_sources(raw, &payload, &gateway.name)?;
         Ok(Self {
             gateway,
@@ -351,17 +353,10 @@ fn resolve_payload(raw: &RawConfig) -> Result<PayloadSettings, ConfigProblem> {
         gateway,
         ..TopicVars::default()
     });
-    let status_topic =
-        template("status_topic", &pl.status_topic, STATUS_VARS)?.render(&TopicVars {
-            prefix: &prefix,
-            gateway,
-            ..TopicVars::default()
-        });
     Ok(PayloadSettings {
         format: pl.format,
         topic: template("topic", &pl.topic, TOPIC_VARS)?,
         prefix,
-        status_topic,
         max_batch: pl.max_batch,
         linger: Duration::from_millis(pl.linger_ms),
     })
@@ -542,17 +537,21 @@ impl fmt::Display for ResolvedConfig {
         }
         writeln!(
             f,
-            "  client id         {}; QoS {}; keepalive {} s",
+            "  client id         {}; QoS {}; keepalive {} s; at most {} batches in flight",
             m.client_id.as_deref().unwrap_or(&g.name),
             m.qos,
-            m.keepalive_s
+            m.keepalive_s,
+            m.inflight
         )?;
-        let p = &self.payload;
         writeln!(
             f,
-            "  status topic      {} (retained online/offline)",
-            p.status_topic
+            "  reconnect         backoff {} ms doubling to {} ms, with jitter",
+            m.backoff_min_ms, m.backoff_max_ms
         )?;
+        if let Some(topic) = &m.status_topic {
+            writeln!(f, "  status topic      {topic} (retained online/offline)")?;
+        }
+        let p = &self.payload;
         writeln!(
             f,
             "payload {}: topic {} with prefix {}; batches of at most {} records or {} ms",

@@ -107,6 +107,7 @@ fn topic_templates_render_every_placeholder() {
     );
     // The status topic follows the prefix unless [mqtt] names one.
     assert_eq!(cfg.mqtt.status_topic.as_deref(), Some("site/gw-1/status"));
+    assert_eq!(cfg.status_topic(), "site/gw-1/status");
     let cfg = parse(&text.replace(
         "host = \"10.0.0.5\"",
         "host = \"10.0.0.5\"\nstatus_topic = \"status/gw-1\"",

@@ -328,6 +328,12 @@ impl ResolvedConfig {
         })
     }
 
+    /// The retained status topic: `mqtt.status_topic`, which stage two always fills in
+    /// (default `<payload prefix>/status`).
+    pub fn status_topic(&self) -> &str {
+        self.mqtt.status_topic.as_deref().unwrap_or_default()
+    }
+
     /// The source with this name.
     pub fn source(&self, name: &str) -> Option<&SourcePlan> {
         self.sources.iter().find(|s| s.name == name)

@@ -1,6 +1,7 @@
 //! edge-gateway daemon library.
 #![forbid(unsafe_code)]
 pub mod adapter;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! `edge-gateway`: the daemon's command line.
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,8 +17,28 @@ struct Cli {
     command: Command,
 }
 
+/// Where the packaged configuration lives.
+const DEFAULT_CONFIG: &str = "/etc/edge-gateway/gateway.toml";
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and print the resolved plan (exit 78 if invalid).
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Inspect the spool.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
     /// Run the whole pipeline on a built-in default: Modbus simulator, adapter processes,
     /// rings, forwarder, spool, an embedded MQTT broker and a subscriber that checks every
     /// record.
@@ -45,21 +66,43 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum SpoolCommand {
+    /// Depth, age of the oldest record, and size on disk (read-only).
+    Stats {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::DemoBroker { .. });
     // The demo broker is rumqttd, whose own connection logs would drown the demo's output.
     edgegw::logging::init(if quiet { "off" } else { "info" });
     let result = match cli.command {
+        Command::Run { config } => edgegw::cli::run(&config),
+        Command::Check { config } => edgegw::cli::check(&config),
+        Command::Spool {
+            command: SpoolCommand::Stats { config },
+        } => edgegw::cli::spool_stats(&config),
         Command::Demo { seconds, outage } => edgegw::demo::main(seconds, outage),
         Command::Adapter { source } => edgegw::adapter::main(&source),
         Command::DemoBroker { port } => edgegw::demo::broker_main(port),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("edge-gateway: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<edgegw::config::ConfigError>() {
+            // Configuration errors already name the file, line, column and key.
+            Some(config_error) => {
+                eprintln!("{config_error}");
+                ExitCode::from(edgegw::config::EX_CONFIG)
+            }
+            None => {
+                eprintln!("edge-gateway: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

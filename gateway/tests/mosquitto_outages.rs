@@ -7,7 +7,6 @@
 //! SIGKILL may lose messages it already acknowledged, a loss no gateway can prevent or see.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,77 +17,8 @@ use edgegw::spool::SpoolConfig;
 use edgegw_plc::sim::{SignalKind, SyntheticConfig, SyntheticTagConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-struct Mosquitto {
-    child: Child,
-    conf: std::path::PathBuf,
-    port: u16,
-}
-
-impl Mosquitto {
-    fn start(dir: &std::path::Path, port: u16) -> Self {
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-                 autosave_interval 1\nmax_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 100\n\
-                 log_dest none\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let mut m = Self {
-            child: spawn(&conf),
-            conf,
-            port,
-        };
-        m.wait_listening();
-        m
-    }
-
-    fn wait_listening(&mut self) {
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("mosquitto exited at start: {status}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "mosquitto did not listen on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn restart(&mut self) {
-        self.child = spawn(&self.conf);
-        self.wait_listening();
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(conf: &std::path::Path) -> Child {
-    Command::new("mosquitto")
-        .arg("-c")
-        .arg(conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto is not installed: apt-get install mosquitto (tests/install-peers.sh does it)")
-}
+mod common;
+use common::{Mosquitto, free_port};
 
 #[derive(Default)]
 struct Seen {

@@ -524,6 +524,48 @@ impl Spool {
         }
     }
 
+    /// Depth and size of the spool at `path`, read-only (for `edge-gateway spool stats`, which
+    /// may run beside a live gateway and must never move or change the file).
+    pub fn inspect(path: &Path) -> Result<SpoolStats, SpoolError> {
+        use rusqlite::OpenFlags;
+        let err = |what| {
+            move |source| SpoolError {
+                path: path.to_owned(),
+                what,
+                source,
+            }
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err("opening read-only"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err("setting a busy timeout"))?;
+        let (rows, records, bytes, oldest): (i64, i64, i64, Option<i64>) = conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(records), 0),
+                        coalesce(sum(length(body) + length(source) + length(device) + length(grp) + length(topic)), 0),
+                        min(oldest_ts)
+                 FROM batches",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .map_err(err("reading the spool"))?;
+        let file = |suffix: &str| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+        };
+        Ok(SpoolStats {
+            rows: rows as u64,
+            records: records as u64,
+            bytes: bytes as u64 + rows as u64 * ROW_OVERHEAD,
+            file_bytes: file("") + file("-wal"),
+            oldest_ts: oldest.map(|v| v as u64),
+        })
+    }
+
     /// Times the spool file was found corrupt and replaced.
     pub fn corruptions(&self) -> u64 {
         self.corruptions

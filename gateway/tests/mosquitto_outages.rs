@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgegw::adapter::AdapterJob;
 use edgegw::daemon::{RunPlan, SourceSpec};
@@ -73,11 +73,7 @@ fn subscribe(port: u16, seen: Arc<Mutex<Seen>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_stopped_three_times_at_10k_points_per_second_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut broker = Mosquitto::start(dir.path(), port);
     let seen = Arc::new(Mutex::new(Seen::default()));
     subscribe(port, Arc::clone(&seen));

@@ -1,0 +1,148 @@
+//! A gateway stopped while its broker is down keeps what it could not deliver: it is spooled
+//! on SIGTERM, survives the restart of the gateway, and arrives once the broker is back, with
+//! zero gaps in either epoch.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+mod common;
+use common::{Mosquitto, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge-gateway");
+
+/// Seqs received per `(source, epoch)`.
+type SeenSeqs = Arc<Mutex<HashMap<(String, u64), HashSet<u64>>>>;
+
+fn start_gateway(config: &std::path::Path) -> Child {
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm_and_wait(mut gateway: Child) {
+    let pid = nix::unistd::Pid::from_raw(gateway.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = gateway.try_wait().unwrap() {
+            assert!(status.success(), "gateway exit: {status}");
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A subscriber with a persistent session that survives broker restarts.
+fn subscribe(port: u16, seen: SeenSeqs) {
+    let mut opts = MqttOptions::new("restart-checker", "127.0.0.1", port);
+    opts.set_clean_session(false)
+        .set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut connection) = Client::new(opts, 100);
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe("edge-gateway/#", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
+                        continue;
+                    };
+                    let (Some(source), Some(epoch), Some(records)) = (
+                        doc["source"].as_str(),
+                        doc["epoch"].as_u64(),
+                        doc["records"].as_array(),
+                    ) else {
+                        continue;
+                    };
+                    let mut seen = seen.lock().unwrap();
+                    let set = seen.entry((source.to_owned(), epoch)).or_default();
+                    for r in records {
+                        set.insert(r["seq"].as_u64().unwrap());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    });
+}
+
+fn total(seen: &SeenSeqs) -> usize {
+    seen.lock().unwrap().values().map(HashSet::len).sum()
+}
+
+#[test]
+fn sigterm_while_the_broker_is_down_spools_and_everything_arrives_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = Mosquitto::start(dir.path(), port);
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nname = \"restart-test\"\nstate_dir = \"{}\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\
+             backoff_max_ms = 500\n\n[[synthetic]]\nname = \"sim\"\ngroup = \"signals\"\n\
+             tags = [{{ name = \"a\", signal = \"counter\", rate_hz = 500.0 }}, {{ name = \"b\", signal = \"ramp\", rate_hz = 500.0 }}]\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let seen: SeenSeqs = Arc::default();
+    subscribe(port, Arc::clone(&seen));
+    std::thread::sleep(Duration::from_millis(1500)); // the persistent subscription is saved
+
+    let gateway = start_gateway(&config);
+    let start = Instant::now();
+    while total(&seen) < 1_000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no telemetry arrived"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(2)); // ~2,000 records spool
+    sigterm_and_wait(gateway);
+
+    let gateway = start_gateway(&config); // a new epoch; the old one waits in the spool
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart();
+    std::thread::sleep(Duration::from_secs(4));
+    sigterm_and_wait(gateway);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.len(),
+        2,
+        "two epochs of one source: {:?}",
+        seen.keys().collect::<Vec<_>>()
+    );
+    for ((source, epoch), set) in seen.iter() {
+        let max = *set.iter().max().unwrap();
+        assert_eq!(
+            max + 1,
+            set.len() as u64,
+            "{source} epoch {epoch}: {} records missing",
+            max + 1 - set.len() as u64
+        );
+        assert!(
+            set.len() > 1_000,
+            "{source} epoch {epoch}: only {} records",
+            set.len()
+        );
+    }
+}

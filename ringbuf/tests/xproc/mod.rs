@@ -125,25 +125,28 @@ pub fn run_isolated(role: &str, limit: Duration) {
     assert!(status.success(), "{role} failed: {status}\n{shown}");
 }
 
-/// Threads of this process (from `/proc/self/status`).
-pub fn threads_in_this_process() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("Threads: line")
-}
-
-/// Asserts what makes `fork` sound in a test process: it runs only this test, so the one other
-/// thread is libtest's main thread, blocked until the test reports, holding no lock.
+/// Asserts what makes `fork` sound in a test process: it runs only this test, so the only other
+/// threads are libtest's main thread, blocked until the test reports and holding no lock, and,
+/// under qemu-user, the emulator's own RCU thread, which qemu quiesces around every fork.
 pub fn assert_safe_to_fork() {
     assert!(
         role().is_some(),
         "fork only in a process started by run_isolated"
     );
-    let n = threads_in_this_process();
-    assert!(n <= 2, "{n} threads: fork only from a single-test process");
+    let (pid, me) = (std::process::id(), nix::unistd::gettid().as_raw() as u32);
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let task = task.expect("task entry");
+        let tid: u32 = task.file_name().to_string_lossy().parse().expect("tid");
+        if tid == pid || tid == me {
+            continue;
+        }
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        assert!(
+            comm.starts_with("qemu-"),
+            "thread {tid} ({}) runs beside the test: fork only from a single-test process",
+            comm.trim()
+        );
+    }
 }
 
 /// In a forked child: get SIGKILL when the parent dies, so no producer outlives a failed

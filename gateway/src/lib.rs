@@ -9,5 +9,6 @@ pub mod epoch;
 pub mod forward;
 pub mod logging;
 pub mod mqtt;
+pub mod sinks;
 pub mod spool;
 pub mod supervise;

@@ -13,7 +13,8 @@
 //!                   sources: [SourcePlan]             must be > 0" (one line per problem)
 //! ```
 //! - [`raw`]: stage one, the file as written; sections embed the components' own structs
-//!   (`[[devices]]`: the PLC adapters' `DeviceConfig`; `[spool]`: the spool's `SpoolConfig`).
+//!   (`[[devices]]`: the PLC adapters' `DeviceConfig`; `[mqtt]`: the MQTT sink's
+//!   `MqttConfig`; `[spool]`: the spool's `SpoolConfig`).
 //!   Validation is pure and collects every problem.
 //! - [`resolved`]: stage two, defaults filled in, paths absolute, topics rendered, and one
 //!   [`SourcePlan`] per adapter process with the tag table that maps a record's
@@ -24,7 +25,6 @@
 
 mod error;
 mod locate;
-mod mqtt_placeholder;
 pub mod raw;
 pub mod resolved;
 mod topic;
@@ -32,7 +32,6 @@ mod topic;
 use std::path::Path;
 
 pub use error::{ConfigDiagnostic, ConfigError, EX_CONFIG};
-pub use mqtt_placeholder::{MqttConfig, MqttTlsConfig};
 pub use raw::{
     GatewayConfig, PayloadConfig, PayloadFormat, RawConfig, SYNTHETIC_SOURCE_ID_BASE,
     SyntheticSourceConfig,

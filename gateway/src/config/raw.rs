@@ -2,7 +2,7 @@
 //!
 //! Every struct refuses unknown keys. Components own their sections: `[[devices]]` is the PLC
 //! adapters' [`DeviceConfig`], `[spool]` the spool's [`SpoolConfig`], `[mqtt]` the MQTT sink's
-//! configuration; this module adds `[gateway]`, `[payload]` and `[[synthetic]]` and the checks
+//! [`MqttConfig`]; this module adds `[gateway]`, `[payload]` and `[[synthetic]]` and the checks
 //! that span sections (names unique across devices and synthetic sources, names usable in
 //! topics, addresses well formed).
 //!
@@ -27,8 +27,8 @@ use toml::de::{DeValue, ValueDeserializer};
 
 use super::error::ConfigDiagnostic;
 use super::locate::Document;
-use super::mqtt_placeholder::MqttConfig;
 use super::topic::{Placeholder, TopicTemplate, topic_level_problem};
+use crate::sinks::mqtt::MqttConfig;
 use crate::spool::SpoolConfig;
 
 /// The whole file.
@@ -548,7 +548,7 @@ fn validate_synthetic(
 
 /// Why `host` is not a syntactically valid host name or IP address, if it is not. No lookup:
 /// names are resolved when connecting.
-pub(super) fn host_problem(host: &str) -> Option<String> {
+fn host_problem(host: &str) -> Option<String> {
     if host.is_empty() {
         return Some("must not be empty".into());
     }

@@ -30,11 +30,11 @@ use edgegw_plc::modbus::{ModbusLink, Transport};
 use edgegw_plc::sim::{SignalKind, SyntheticConfig};
 use edgegw_plc::{ConfigProblem, DataType};
 
-use super::mqtt_placeholder::MqttConfig;
 use super::raw::{PREFIX_VARS, PayloadFormat, RawConfig, TOPIC_VARS};
 use super::topic::{TopicTemplate, TopicVars};
 use crate::adapter::AdapterJob;
 use crate::forward::catalog::{CatalogBuilder, SourceCatalog};
+use crate::sinks::mqtt::MqttConfig;
 use crate::spool::{Durability, SpoolConfig, WhenFull};
 
 /// Group name of the topic that collects records of tags the configuration does not know.

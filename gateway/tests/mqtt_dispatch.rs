@@ -154,6 +154,6 @@ async fn dispatcher_with_the_mqtt_sink_delivers_every_record_through_a_broker_re
     assert!(stats.spilled_batches > 0, "the outage spilled to the spool");
     assert!(stats.replayed_batches > 0, "and the spool was replayed");
     assert_eq!(spool.rows, 0, "nothing left in the spool");
-    assert_eq!(c.reconnects(), 1);
+    assert!(c.reconnects() >= 1, "the sink came back after the outage");
     assert_eq!(c.in_flight, 0);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use edgegw::adapter::AdapterJob;
 use edgegw::daemon::{RunPlan, SourceSpec};
-use edgegw::mqtt::{MqttSettings, MqttSink};
+use edgegw::sinks::mqtt::{MqttConfig, MqttSink};
 use edgegw::spool::SpoolConfig;
 use edgegw_plc::sim::{SignalKind, SyntheticConfig, SyntheticTagConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -120,17 +120,16 @@ async fn broker_stopped_three_times_at_10k_points_per_second_loses_nothing() {
         linger: Duration::from_millis(50),
         exe: env!("CARGO_BIN_EXE_edge-gateway").into(),
     };
-    let mut settings = MqttSettings::new(
-        "127.0.0.1",
-        port,
-        "edge-gateway-test",
-        "edge-gateway/test/status",
-    );
-    settings.backoff_max = Duration::from_secs(1);
+    let mut mqtt = MqttConfig::new("127.0.0.1");
+    mqtt.port = Some(port);
+    mqtt.client_id = Some("edge-gateway-test".into());
+    mqtt.status_topic = Some("edge-gateway/test/status".into());
+    mqtt.backoff_max_ms = 1_000;
+    let sink = MqttSink::new(&mqtt, "test").unwrap();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let gateway = tokio::spawn(edgegw::daemon::run(
         plan,
-        MqttSink::start(settings),
+        sink,
         async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         },

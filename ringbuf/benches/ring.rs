@@ -1,24 +1,28 @@
 //! Hand-off benchmark: the cross-process ring against in-process queues and a pipe between two
 //! processes, all carrying the same 48-byte `TelemetryRecord` with the same capacity (4096).
 //!
-//! Run: `cargo bench -p edgegw-ringbuf --bench ring` (about a minute). It prints the machine, a
-//! throughput table, producer syscalls per record, wake-up latencies and a summary against the
-//! ring issue's targets. Append `-- throughput`, `-- syscalls` or `-- latency` to run one part,
-//! `-- versus` for the ring and rtrb throughput alone.
+//! Run: `cargo bench -p edgegw-ringbuf --bench ring` (about 2 minutes on an idle machine, much
+//! longer on a loaded one). It prints the machine and its load, a throughput table, producer
+//! syscalls per record, wake-up latencies and a summary against the ring issue's targets.
+//! Append `-- throughput`, `-- syscalls` or `-- latency` to run one part, `-- versus` for the
+//! ring and rtrb throughput alone.
 //!
 //! - Throughput: records/s with a busy (spinning) consumer that reads every record, at batch 1
-//!   (one push per record) and batch 64 (up to 64 records per push). The ring and the pipe run
-//!   as two processes (fork), the other queues as two threads. Every producer builds each record
-//!   it sends. Runs are interleaved and repeated; the table shows the median and the range.
+//!   (one push per record) and batch 64 (up to 64 records per push, each built in its slot:
+//!   `try_push_from_iter` for the ring, `write_chunk_uninit` + `fill_from_iter` for rtrb). The
+//!   ring and the pipe run as two processes (fork), the other queues as two threads. Every
+//!   producer builds each record it sends. Runs are interleaved and repeated; the table shows
+//!   the median and the range.
 //! - Syscalls: the ring's own count of wake-ups sent (its only syscall on the push path) per
 //!   record, checked against the kernel's count of the producer process's syscalls over the
 //!   push window: `perf stat -e raw_syscalls:sys_enter` attached to it (if perf works here) and
 //!   the read/write counters of `/proc/<pid>/io` (always).
-//! - Wake-up latency: the producer paces itself at 1k and 100k records/s and stamps each record
-//!   with CLOCK_MONOTONIC just before the push; the consumer parks in `Consumer::wait` whenever
-//!   the ring is empty; latency = time the consumer read the record − stamp. The same is
-//!   measured for a reader parked on a pipe, which is the cost of a kernel wake-up on this
-//!   machine without any ring.
+//! - Wake-up latency: the producer paces itself at 1k and 100k records/s by sleeping (timer
+//!   slack 1 ns) and stamps each record with CLOCK_MONOTONIC just before the push; the consumer
+//!   waits in `Consumer::wait` whenever the ring is empty, once as shipped (adaptive spin, then
+//!   park) and once with spin limit 0 (parks every time); latency = time the consumer read the
+//!   record − stamp. The same is measured for a reader parked on a pipe, which is the cost of a
+//!   kernel wake-up on this machine without any ring. Each configuration runs 3 times.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -33,10 +37,10 @@ use nix::unistd::{ForkResult, Pid, fork};
 const CAP: usize = 4096;
 const BATCH: usize = 64;
 /// Records per throughput run for the fast queues, and for the slow ones (per-record syscalls).
-const N: u64 = 5_000_000;
-const N_SLOW: u64 = 1_000_000;
+const N: u64 = 2_000_000;
+const N_SLOW: u64 = 500_000;
 /// Interleaved rounds of the throughput runs.
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 5;
 
 /// Every consumer reads each record (sums a field), as the forwarder does; the sum is printed so
 /// the reads cannot be optimised away.
@@ -266,7 +270,6 @@ fn ring_xproc(n: u64, batch: usize, count: bool) -> (f64, Syscalls) {
     let mut peer = spawn_peer(|| {
         let mut p = ring.producer().expect("producer");
         move || {
-            let mut buf = [rec(0); BATCH];
             let mut sent = 0u64;
             while sent < n {
                 if batch == 1 {
@@ -276,11 +279,9 @@ fn ring_xproc(n: u64, batch: usize, count: bool) -> (f64, Syscalls) {
                         std::hint::spin_loop();
                     }
                 } else {
-                    let want = (n - sent).min(batch as u64) as usize;
-                    for (i, r) in buf[..want].iter_mut().enumerate() {
-                        *r = rec(sent + i as u64);
-                    }
-                    let k = p.try_push_slice(&buf[..want]);
+                    // Up to `batch` records, as many as fit, each built in its slot.
+                    let end = n.min(sent + batch as u64);
+                    let k = p.try_push_from_iter((sent..end).map(rec));
                     if k == 0 {
                         std::hint::spin_loop();
                     }
@@ -517,19 +518,20 @@ fn pipe(n: u64, batch: usize) -> f64 {
 
 // ---- wake-up latency -------------------------------------------------------------------------
 
-/// Waits until `due` (CLOCK_MONOTONIC ns): sleeps while far, spins the last 200 µs.
+/// Waits until `due` (CLOCK_MONOTONIC ns) by sleeping, so the producer does not hold a CPU
+/// (as a PLC adapter would not); returns at once when late. When a sleep overshoots, the
+/// records due meanwhile go out back to back, each stamped when it is pushed.
 fn pace(due: u64) {
-    loop {
-        let now = monotonic_ns();
-        if now >= due {
-            return;
-        }
-        if due - now > 200_000 {
-            std::thread::sleep(Duration::from_nanos(due - now - 150_000));
-        } else {
-            std::hint::spin_loop();
-        }
+    let now = monotonic_ns();
+    if due > now {
+        std::thread::sleep(Duration::from_nanos(due - now));
     }
+}
+
+/// Timer slack of the calling thread to 1 ns, so a pacing sleep ends when due instead of up
+/// to 50 µs later (the default slack).
+fn precise_sleeps() {
+    nix::sys::prctl::set_timerslack(1).expect("PR_SET_TIMERSLACK");
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -593,10 +595,10 @@ impl Recorder {
     }
 }
 
-/// Ring with a parked consumer, producer paced at `rate` records/s for `secs`; with `count`,
-/// perf counts the producer's syscalls (its tracepoint slows each syscall, so the latency
-/// figures come from runs without it).
-fn ring_latency(rate: u64, secs: u64, count: bool) -> (Latency, Syscalls) {
+/// Ring with a consumer in `Consumer::wait` (spin limit `spin`, `None`: the default), producer
+/// paced at `rate` records/s for `secs`; with `count`, perf counts the producer's syscalls (its
+/// tracepoint slows each syscall, so the latency figures come from runs without it).
+fn ring_latency(rate: u64, secs: u64, spin: Option<Duration>, count: bool) -> (Latency, Syscalls) {
     let ring = SharedRing::<TelemetryRecord>::create(&RingOptions {
         capacity: CAP,
         epoch: 1,
@@ -604,9 +606,13 @@ fn ring_latency(rate: u64, secs: u64, count: bool) -> (Latency, Syscalls) {
     })
     .expect("ring");
     let mut c = ring.consumer().expect("consumer");
+    if let Some(limit) = spin {
+        c.set_spin_limit(limit);
+    }
     let n = rate * secs;
     let mut peer = spawn_peer(|| {
         let mut p = ring.producer().expect("producer");
+        precise_sleeps();
         move || {
             let interval = 1_000_000_000 / rate;
             let start = monotonic_ns();
@@ -648,6 +654,7 @@ fn pipe_latency(rate: u64, secs: u64) -> Latency {
     let (mut r, w) = pipe_files();
     let n = rate * secs;
     let mut peer = spawn_peer(|| {
+        precise_sleeps();
         move || {
             let mut w = &w;
             let interval = 1_000_000_000 / rate;
@@ -829,7 +836,10 @@ fn throughput(all: bool) -> Throughput {
         }
     };
     row("ring, 2 processes, batch 1 (try_push)", &t.ring1);
-    row("ring, 2 processes, batch 64 (try_push_slice)", &t.ring64);
+    row(
+        "ring, 2 processes, batch 64 (try_push_from_iter)",
+        &t.ring64,
+    );
     row("rtrb, 2 threads, batch 1 (push)", &t.rtrb1);
     row("rtrb, 2 threads, batch 64 (write_chunk_uninit)", &t.rtrb64);
     row("crossbeam ArrayQueue, 2 threads, batch 1", &t.aq);
@@ -851,35 +861,82 @@ fn syscalls() -> [Syscalls; 2] {
 }
 
 /// What disturbed a run: CPU time the hypervisor stole from this VM's vCPUs (ms, all vCPUs),
-/// and how often the consumer was preempted while runnable.
-fn disturbance() -> (u64, i64) {
+/// how often the consumer was preempted while runnable, and the CPU time the consumer (this
+/// process) used (µs).
+fn disturbance() -> (u64, i64, i64) {
     // USER_HZ is 100 on every Linux ABI: a tick is 10 ms.
     let steal = std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| s.lines().next()?.split_whitespace().nth(8)?.parse().ok())
         .map_or(0, |ticks: u64| ticks * 10);
-    let preempted = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);
+    let preempted = usage
+        .as_ref()
         .map_or(0, |u| u.involuntary_context_switches());
-    (steal, preempted)
+    let cpu_us = usage.map_or(0, |u| {
+        let us = |t: nix::sys::time::TimeVal| t.tv_sec() * 1_000_000 + t.tv_usec();
+        us(u.user_time()) + us(u.system_time())
+    });
+    (steal, preempted, cpu_us)
 }
 
-fn latency() -> Vec<(u64, Latency, Latency)> {
-    println!("wake-up latency, consumer parked in Consumer::wait (µs, push stamp to read):");
+/// Latency runs per configuration (each one a fresh ring or pipe and producer process).
+const LATENCY_ROUNDS: usize = 3;
+
+/// The wake-up latency runs at one rate: medians and ranges over the rounds.
+#[derive(Debug, Default)]
+struct LatencyAt {
+    rate: u64,
+    /// `Consumer::wait` as shipped (adaptive spin, then park).
+    ring: Vec<Latency>,
+    /// `Consumer::wait` with spin limit 0: parks whenever the ring is empty.
+    ring_park: Vec<Latency>,
+    pipe: Vec<Latency>,
+}
+
+fn p99s(runs: &[Latency]) -> Samples {
+    Samples(runs.iter().map(|l| l.p99 as f64).collect())
+}
+
+fn latency() -> Vec<LatencyAt> {
+    println!("wake-up latency, consumer waiting in Consumer::wait (µs, push stamp to read):");
+    println!(
+        "  default: adaptive spin up to {} µs, then park; spin 0: parks whenever empty; pipe: \
+         a reader parked in read(2). Producer paced by sleeping, timer slack 1 ns.",
+        edgegw_ringbuf::DEFAULT_SPIN_LIMIT.as_micros()
+    );
     println!(
         "  per record, and p99/read: of the oldest record of each read (one per wake-up); \
          stalls: reads that found a record > 1 ms old; steal: vCPU time the host took; \
-         preempted: the consumer's involuntary context switches"
+         preempted: the consumer's involuntary context switches; cpu: the consumer's CPU time \
+         over the run's wall time; wake-ups: eventfd writes by the producer per record"
     );
     println!(
-        "{:<32} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>6} {:>9}",
-        "", "p50", "p99", "p99.9", "max", "samples", "p99/read", "stalls", "steal", "preempted"
+        "{:<30} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>6} {:>5} {:>5} {:>8}",
+        "",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "samples",
+        "p99/read",
+        "stalls",
+        "steal",
+        "prmt",
+        "cpu",
+        "wake-ups"
     );
-    let measure = |name: &str, run: &mut dyn FnMut() -> Latency| {
+    let measure = |name: &str, run: &mut dyn FnMut() -> (Latency, Option<Syscalls>)| {
         let before = disturbance();
-        let l = run();
+        let t0 = Instant::now();
+        let (l, s) = run();
+        let wall_us = t0.elapsed().as_micros() as f64;
         let after = disturbance();
+        let wakeups = s.map_or("-".to_owned(), |s| {
+            format!("{:.3}", s.ring_wakeups as f64 / l.samples as f64)
+        });
         println!(
-            "{name:<32} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>3} ms {:>9}",
+            "{name:<30} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>3}ms {:>5} {:>4}% {wakeups:>8}",
             us(l.p50),
             us(l.p99),
             us(l.p999),
@@ -888,28 +945,37 @@ fn latency() -> Vec<(u64, Latency, Latency)> {
             us(l.p99_read),
             l.stalls,
             after.0 - before.0,
-            after.1 - before.1
+            after.1 - before.1,
+            ((after.2 - before.2) as f64 / wall_us * 100.0).round()
         );
         l
     };
     let mut out = Vec::new();
     for (rate, secs) in [(1_000u64, 3u64), (100_000, 2)] {
-        let mut wakeups = 0;
-        let l = measure(&format!("ring at {rate} records/s"), &mut || {
-            let (l, s) = ring_latency(rate, secs, false);
-            wakeups = s.ring_wakeups;
-            l
-        });
-        let p = measure(&format!("pipe, parked reader, at {rate}/s"), &mut || {
-            pipe_latency(rate, secs)
-        });
+        let mut at = LatencyAt {
+            rate,
+            ..LatencyAt::default()
+        };
+        for _ in 0..LATENCY_ROUNDS {
+            at.ring.push(measure(&format!("ring at {rate}/s"), &mut || {
+                let (l, s) = ring_latency(rate, secs, None, false);
+                (l, Some(s))
+            }));
+            at.ring_park
+                .push(measure(&format!("ring at {rate}/s, spin 0"), &mut || {
+                    let (l, s) = ring_latency(rate, secs, Some(Duration::ZERO), false);
+                    (l, Some(s))
+                }));
+            at.pipe.push(measure(&format!("pipe at {rate}/s"), &mut || {
+                (pipe_latency(rate, secs), None)
+            }));
+        }
+        let (_, s) = ring_latency(rate, 1, None, true);
         println!(
-            "  ring producer: wake-ups sent {}",
-            per_record(wakeups, rate * secs)
+            "  ring at {rate}/s again for 1 s, perf attached: {}",
+            describe(&s, rate)
         );
-        let (_, s) = ring_latency(rate, 1, true);
-        println!("  again for 1 s, perf attached: {}", describe(&s, rate));
-        out.push((rate, l, p));
+        out.push(at);
     }
     println!();
     out
@@ -957,12 +1023,20 @@ fn main() {
         }
     }
     if let Some(lat) = &lat {
-        for (rate, l, p) in lat {
+        for at in lat {
+            let (ring, park, pipe) = (p99s(&at.ring), p99s(&at.ring_park), p99s(&at.pipe));
+            let range = |s: &Samples| format!("{}–{}", us(s.min() as u64), us(s.max() as u64));
             println!(
-                "  parked wake-up p99 at {rate}/s: {} µs (pipe baseline {} µs)   target <= 50 µs: {}",
-                us(l.p99),
-                us(p.p99),
-                verdict(l.p99 <= 50_000)
+                "  wake-up p99 at {}/s: {} µs ({}); spin 0: {} µs ({}); pipe {} µs ({})   \
+                 target <= 50 µs: {}",
+                at.rate,
+                us(ring.median() as u64),
+                range(&ring),
+                us(park.median() as u64),
+                range(&park),
+                us(pipe.median() as u64),
+                range(&pipe),
+                verdict(ring.median() <= 50_000.0)
             );
         }
     }

@@ -17,12 +17,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_edge-gateway");
 /// Seqs received per `(source, epoch)`.
 type SeenSeqs = Arc<Mutex<HashMap<(String, u64), HashSet<u64>>>>;
 
+/// Starts the gateway; its log goes to `gateway.log` beside the configuration (appended), for
+/// the failure messages.
 fn start_gateway(config: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("gateway.log"))
+        .unwrap();
     Command::new(BIN)
         .args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
@@ -131,12 +138,14 @@ fn sigterm_while_the_broker_is_down_spools_and_everything_arrives_after_restart(
         "two epochs of one source: {:?}",
         seen.keys().collect::<Vec<_>>()
     );
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
     for ((source, epoch), set) in seen.iter() {
         let max = *set.iter().max().unwrap();
+        let missing: Vec<u64> = (0..=max).filter(|s| !set.contains(s)).take(20).collect();
         assert_eq!(
             max + 1,
             set.len() as u64,
-            "{source} epoch {epoch}: {} records missing",
+            "{source} epoch {epoch}: {} records missing (first {missing:?} of 0..={max})\ngateway log:\n{log}",
             max + 1 - set.len() as u64
         );
         assert!(

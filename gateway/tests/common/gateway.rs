@@ -223,10 +223,16 @@ impl Seen {
         let set = self.seqs.entry((source.clone(), epoch)).or_default();
         for r in doc["records"].as_array().expect("records") {
             let seq = r["seq"].as_u64().expect("seq");
+            // A string of several chunks covers `seq..=seq_last`.
+            let last = r
+                .get("seq_last")
+                .map_or(seq, |l| l.as_u64().expect("seq_last"));
+            assert!(last >= seq, "{}: seq_last {last} < seq {seq}", m.topic);
             self.received += 1;
             if !set.insert(seq) {
                 self.duplicates += 1;
             }
+            set.extend(seq + 1..=last);
             if replayed {
                 self.replayed += 1;
                 let e = self

@@ -94,25 +94,26 @@ pub fn render_batch<'r, 'n>(
         b",\"replayed\":false,\"records\":["
     });
     let mut first = true;
-    // The seq of the last chunk of the string being rendered, if one is open.
-    let mut in_string: Option<u64> = None;
+    // The string being rendered, if one is open: the seq of its last chunk so far, and where
+    // its text starts in `out`.
+    let mut in_string: Option<(u64, usize)> = None;
     for r in records {
         let is_chunk = r.value_kind() == Some(ValueKind::Str);
-        if let Some(last) = in_string {
+        if let Some((last, start)) = in_string {
             if is_chunk {
                 push_str_chunk(out, r);
                 if r.flags & flags::CONTINUED == 0 {
-                    out.push(b'"');
+                    end_string(out, start);
                     push_seq_last(out, r.seq, &mut ibuf);
                     close_record(out, r, &mut ibuf);
                     in_string = None;
                 } else {
-                    in_string = Some(r.seq);
+                    in_string = Some((r.seq, start));
                 }
                 continue;
             }
             // The run ended early (a chunk went missing): close what we have.
-            out.push(b'"');
+            end_string(out, start);
             push_seq_last(out, last, &mut ibuf);
             out.extend_from_slice(b",\"q\":\"bad\",\"reason\":\"truncated\"}");
             in_string = None;
@@ -138,19 +139,20 @@ pub fn render_batch<'r, 'n>(
         out.extend_from_slice(b",\"v\":");
         if is_chunk {
             out.push(b'"');
+            let start = out.len();
             push_str_chunk(out, r);
             if r.flags & flags::CONTINUED != 0 {
-                in_string = Some(r.seq);
+                in_string = Some((r.seq, start));
                 continue;
             }
-            out.push(b'"');
+            end_string(out, start);
         } else {
             push_value(out, r, &mut ibuf);
         }
         close_record(out, r, &mut ibuf);
     }
-    if let Some(last) = in_string {
-        out.push(b'"');
+    if let Some((last, start)) = in_string {
+        end_string(out, start);
         push_seq_last(out, last, &mut ibuf);
         out.extend_from_slice(b",\"q\":\"bad\",\"reason\":\"truncated\"}");
     }
@@ -193,21 +195,38 @@ fn push_seq_last(out: &mut Vec<u8>, last: u64, ibuf: &mut itoa::Buffer) {
 }
 
 /// Appends one chunk's bytes (up to the string's remaining length) escaped for a JSON string.
+/// Bytes are copied as they are, except `"`, `\` and control characters: a multi-byte UTF-8
+/// character split across two chunks is joined again, and [`end_string`] checks the whole.
 fn push_str_chunk(out: &mut Vec<u8>, r: &TelemetryRecord) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let len = r.value.iter().position(|&b| b == 0).unwrap_or(8);
-    for c in String::from_utf8_lossy(&r.value[..len]).chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+    for &b in &r.value[..len] {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..0x20 => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]),
+            _ => out.push(b),
         }
     }
+}
+
+/// Closes a string value whose text starts at `out[start]`. Text that is not valid UTF-8 (the
+/// device sent other bytes) gets U+FFFD in place of each bad sequence, so the JSON stays valid;
+/// the escapes are ASCII and pass through unchanged.
+fn end_string(out: &mut Vec<u8>, start: usize) {
+    if std::str::from_utf8(&out[start..]).is_err() {
+        let text = String::from_utf8_lossy(&out[start..]).into_owned();
+        out.truncate(start);
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.push(b'"');
 }
 
 /// Appends `,"q":…` (with reason and code) and the closing brace.
@@ -367,6 +386,29 @@ mod tests {
             None,
             "only multi-chunk strings carry it"
         );
+
+        // A character split across two chunks comes out whole; bytes that are no UTF-8 come
+        // out as U+FFFD, and the document stays valid JSON.
+        let s = "Düse: Ölpumpe 1";
+        let bytes = s.as_bytes();
+        assert!(!s.is_char_boundary(8), "the test needs a split character");
+        let split: Vec<_> = bytes
+            .chunks(8)
+            .enumerate()
+            .map(|(i, c)| {
+                let more = (i + 1) * 8 < bytes.len();
+                stamp(
+                    TelemetryRecord::str_chunk(1, 2, 5, c, bytes.len() as u32, more, 0),
+                    i as u64,
+                )
+            })
+            .collect();
+        assert_eq!(render(&split)["records"][0]["v"], s);
+        let bad = [stamp(
+            TelemetryRecord::str_chunk(1, 2, 5, b"a\xff\"b\x01", 4, false, 0),
+            0,
+        )];
+        assert_eq!(render(&bad)["records"][0]["v"], "a\u{fffd}\"b\u{1}");
 
         // A run cut by the end of the batch still renders as valid JSON and says so.
         let doc = render(&records[..2]);

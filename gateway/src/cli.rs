@@ -50,7 +50,7 @@ pub fn spool_stats(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `edge-gateway run`: the daemon, until SIGTERM or SIGINT.
+/// `edge-gateway run`: the daemon, until SIGTERM or SIGINT; SIGHUP or a changed file reloads.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
     let settings = mqtt_settings(&cfg)?;
@@ -59,6 +59,9 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Before anything else: SIGHUP's default action would end the process.
+        let reloads =
+            crate::reload::reloads(path, cfg, |cfg| Ok(MqttSink::start(mqtt_settings(cfg)?)))?;
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -68,9 +71,15 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
             }
         };
-        let summary = crate::daemon::run(plan, MqttSink::start(settings), shutdown, |handle| {
-            tracing::info!(sources = handle.rings.len(), "ready");
-        })
+        let summary = crate::daemon::run_reloadable(
+            plan,
+            MqttSink::start(settings),
+            shutdown,
+            Some(reloads),
+            |handle| {
+                tracing::info!(sources = handle.rings.len(), "ready");
+            },
+        )
         .await?;
         tracing::info!(
             sent = summary.dispatch.sent_live,

@@ -9,6 +9,7 @@ pub mod epoch;
 pub mod forward;
 pub mod logging;
 pub mod mqtt;
+pub mod reload;
 pub mod sinks;
 pub mod spool;
 pub mod supervise;

@@ -1,6 +1,6 @@
 //! `edge-gateway run` under a stand-in for systemd: a Unix datagram socket the test binds and
 //! names in `NOTIFY_SOCKET`, with `WATCHDOG_USEC` set, against a real mosquitto. Checks the
-//! messages and their order across start and stop, that adapter children
+//! messages and their order across start, reload (SIGHUP) and stop, that adapter children
 //! cannot notify, and that a forwarder that really stalls (its spool write blocked by another
 //! process's exclusive lock while the broker is down) stops the watchdog pings until it moves
 //! again.
@@ -206,6 +206,39 @@ fn notify_messages_in_order_and_a_stalled_forwarder_stops_the_watchdog() {
             );
         }
     }
+
+    // Reload by SIGHUP (the file is unchanged, so nothing restarts): RELOADING=1 with
+    // MONOTONIC_USEC= in one datagram, then READY=1.
+    let from = heard.all().len();
+    signal(&gateway, nix::sys::signal::Signal::SIGHUP);
+    let reloading = heard.wait_for_from(from, "RELOADING=1", Duration::from_secs(20), |m| {
+        m.lines().any(|l| l == "RELOADING=1")
+    });
+    let text = &heard.texts()[reloading];
+    let usec: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("MONOTONIC_USEC= in the same datagram: {text:?}"))
+        .parse()
+        .unwrap();
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    let now_usec = now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1_000;
+    assert!(
+        usec <= now_usec,
+        "MONOTONIC_USEC is CLOCK_MONOTONIC: {usec} > {now_usec}"
+    );
+    heard.wait_for_from(
+        reloading + 1,
+        "READY=1 after the reload",
+        Duration::from_secs(20),
+        |m| m.lines().any(|l| l == "READY=1"),
+    );
+    assert!(
+        !heard.texts()[from..reloading]
+            .iter()
+            .any(|m| m.contains("READY=1")),
+        "no READY=1 between SIGHUP and RELOADING=1"
+    );
 
     // A real stall: the broker goes away, so the forwarder spills to the spool, and another
     // process holds the spool's write lock, so every spool write blocks (SQLite busy timeout).

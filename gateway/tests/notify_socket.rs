@@ -1,9 +1,9 @@
 //! `edge-gateway run` under a stand-in for systemd: a Unix datagram socket the test binds and
 //! names in `NOTIFY_SOCKET`, with `WATCHDOG_USEC` set, against a real mosquitto. Checks the
 //! messages and their order across start, reload (SIGHUP) and stop, that adapter children
-//! cannot notify, and that a forwarder that really stalls (its spool write blocked by another
-//! process's exclusive lock while the broker is down) stops the watchdog pings until it moves
-//! again.
+//! cannot notify, that a stopped adapter (SIGSTOP) withholds the pings, and that a forwarder
+//! that really stalls (its spool write blocked by another process's exclusive lock while the
+//! broker is down) stops the watchdog pings until it moves again.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -239,6 +239,28 @@ fn notify_messages_in_order_and_a_stalled_forwarder_stops_the_watchdog() {
             .any(|m| m.contains("READY=1")),
         "no READY=1 between SIGHUP and RELOADING=1"
     );
+
+    // A stopped adapter (SIGSTOP: stopped, not idle) withholds the pings too; SIGCONT resumes.
+    let kid = *children(gateway.id()).first().expect("the adapter process");
+    let kid_pid = nix::unistd::Pid::from_raw(kid as i32);
+    nix::sys::signal::kill(kid_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(WATCHDOG); // the watchdog sees it stopped at two checks
+    let stopped_from = heard.pings().len();
+    std::thread::sleep(WATCHDOG * 2);
+    let during_stop = heard.pings().len() - stopped_from;
+    nix::sys::signal::kill(kid_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        during_stop == 0,
+        "{during_stop} pings while the adapter was stopped"
+    );
+    let start = Instant::now();
+    while heard.pings().len() < stopped_from + 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "pings did not resume after SIGCONT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A real stall: the broker goes away, so the forwarder spills to the spool, and another
     // process holds the spool's write lock, so every spool write blocks (SQLite busy timeout).

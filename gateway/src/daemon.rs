@@ -36,6 +36,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -227,6 +228,9 @@ pub async fn run_reloadable<S: EventSink + Send + 'static>(
     let (deadline_tx, deadline_rx) = watch::channel(None::<Instant>);
     let (stats_tx, stats_rx) = watch::channel(DispatchStats::default());
     handle.dispatch = stats_rx;
+    probes.spool_rows.store(initial_depth.0, Relaxed);
+    probes.spool_records.store(initial_depth.1, Relaxed);
+    let depth_out = Arc::clone(&probes);
     let dispatch = tokio::spawn(async move {
         let stats = run_dispatch_reloadable(
             &mut sink,
@@ -236,15 +240,19 @@ pub async fn run_reloadable<S: EventSink + Send + 'static>(
             deadline_rx,
             &stats_tx,
             catalog_rx,
+            move |bridge| {
+                let (rows, records) = bridge.spool().depth();
+                depth_out.spool_rows.store(rows, Relaxed);
+                depth_out.spool_records.store(records, Relaxed);
+            },
         )
         .await;
         (sink, bridge, stats)
     });
     notifier.ready(&probes.status_line(Some(initial_depth)));
-    let spool_path = g.plan.spool_path.clone();
-    let peek = spool_path.clone();
+    let depth_in = Arc::clone(&probes);
     let monitor = Monitor::start(notifier, Arc::clone(&probes), move || {
-        Spool::peek_depth(&peek).ok()
+        Some(depth_in.spool_depth())
     });
     on_ready(handle);
 
@@ -270,11 +278,11 @@ pub async fn run_reloadable<S: EventSink + Send + 'static>(
                                 // gateway keeps running.
                                 tracing::error!(error = %format!("{e:#}"), "reload partly failed");
                             }
-                            probes.reloads_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            probes.reloads_applied.fetch_add(1, Relaxed);
                             *probes.last_reload_error.lock().expect("probe lock") = None;
                         }
                         Err(why) => {
-                            let n = probes.reloads_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                            let n = probes.reloads_rejected.fetch_add(1, Relaxed) + 1;
                             // One event per line: each names file, line, column and key.
                             for line in why.lines() {
                                 tracing::error!(rejected = n, problem = %line, "configuration rejected; the running one stays");
@@ -282,7 +290,7 @@ pub async fn run_reloadable<S: EventSink + Send + 'static>(
                             *probes.last_reload_error.lock().expect("probe lock") = Some(why);
                         }
                     }
-                    notifier.ready(&probes.status_line(Spool::peek_depth(&spool_path).ok()));
+                    notifier.ready(&probes.status_line(Some(probes.spool_depth())));
                 }
                 // The caller dropped its reload source: run on without reloads.
                 None => reloads = None,
@@ -598,9 +606,7 @@ impl RunningSource {
         self.halt_drain().await;
         (
             self.spec.name,
-            self.counters
-                .crashes
-                .load(std::sync::atomic::Ordering::Relaxed),
+            self.counters.crashes.load(Relaxed),
             self.ring.stats().dropped_full,
         )
     }
@@ -644,7 +650,6 @@ impl<S: BatchSink> BatchSink for ProbedSink<S> {
 
 impl<S: EventSink + Send + 'static> EventSink for ProbedSink<S> {
     fn next_event(&mut self) -> impl Future<Output = SinkEvent> + Send {
-        use std::sync::atomic::Ordering::Relaxed;
         self.probes.dispatch_turns.fetch_add(1, Relaxed);
         if self.closing.is_none()
             && let Ok(new) = self.swaps.try_recv()

@@ -158,6 +158,7 @@ pub async fn run_dispatch<S: EventSink>(
         drain_deadline,
         stats_out,
         no_catalogs,
+        |_| {},
     )
     .await
 }
@@ -167,7 +168,9 @@ pub async fn run_dispatch<S: EventSink>(
 /// index). Catalogs are only ever appended: a batch still in flight keeps the names it was read
 /// under. A catalog is sent before the drain task whose batches use it starts, and every
 /// catalog that arrived is taken before live batches are rendered, so a batch never comes
-/// before its catalog.
+/// before its catalog. `on_tick` sees the spool at every replay tick (every few ms; keep it
+/// cheap), e.g. to publish its depth.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_dispatch_reloadable<S: EventSink>(
     sink: &mut S,
     bridge: &mut SpoolBridge,
@@ -176,6 +179,7 @@ pub async fn run_dispatch_reloadable<S: EventSink>(
     mut drain_deadline: watch::Receiver<Option<Instant>>,
     stats_out: &watch::Sender<DispatchStats>,
     mut catalogs: mpsc::UnboundedReceiver<Arc<SourceCatalog>>,
+    mut on_tick: impl FnMut(&SpoolBridge),
 ) -> DispatchStats {
     let mut d = Dispatcher::new(50);
     let mut rx_open = true;
@@ -220,6 +224,7 @@ pub async fn run_dispatch_reloadable<S: EventSink>(
             _ = tick.tick(), if rx_open => {
                 tokio::task::block_in_place(|| d.pump_replay(sink, bridge));
                 stats_out.send_replace(d.stats());
+                on_tick(bridge);
             }
             () = sleep_until(deadline), if !rx_open => {}
             changed = drain_deadline.changed(), if watch_deadline => {
@@ -237,5 +242,6 @@ pub async fn run_dispatch_reloadable<S: EventSink>(
     }
     let stats = d.stats();
     stats_out.send_replace(stats);
+    on_tick(bridge);
     stats
 }

@@ -566,32 +566,9 @@ impl Spool {
         })
     }
 
-    /// Rows and records stored, read-only from a connection of its own (cheap: no bodies are
-    /// read). For the service status line while the gateway holds the spool open.
-    pub fn peek_depth(path: &Path) -> Result<(u64, u64), SpoolError> {
-        use rusqlite::OpenFlags;
-        let err = |what| {
-            move |source| SpoolError {
-                path: path.to_owned(),
-                what,
-                source,
-            }
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err("opening read-only"))?;
-        conn.busy_timeout(std::time::Duration::from_millis(200))
-            .map_err(err("setting a busy timeout"))?;
-        let (rows, records): (i64, i64) = conn
-            .query_row(
-                "SELECT count(*), coalesce(sum(records), 0) FROM batches",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(err("reading the spool depth"))?;
-        Ok((rows as u64, records as u64))
+    /// Rows and records stored (kept in memory: no query).
+    pub fn depth(&self) -> (u64, u64) {
+        (self.rows, self.records)
     }
 
     /// Times the spool file was found corrupt and replaced.

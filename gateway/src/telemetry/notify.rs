@@ -133,6 +133,10 @@ pub struct SourceProbe {
 pub struct Probes {
     /// Turns of the dispatch loop (each call of the sink's `next_event`).
     pub dispatch_turns: AtomicU64,
+    /// Spool depth in batches (rows), as the dispatch loop last saw it.
+    pub spool_rows: AtomicU64,
+    /// Spool depth in records.
+    pub spool_records: AtomicU64,
     /// Whether the sink is connected to its broker.
     pub broker_connected: AtomicBool,
     /// Broker (re)connections seen.
@@ -250,6 +254,14 @@ impl Probes {
                 })
                 .collect(),
         }
+    }
+
+    /// The spool depth the dispatch loop last published: (batches, records).
+    pub fn spool_depth(&self) -> (u64, u64) {
+        (
+            self.spool_rows.load(Ordering::Relaxed),
+            self.spool_records.load(Ordering::Relaxed),
+        )
     }
 
     /// The `STATUS=` line: broker, spool depth (`None`: not known), sources, reloads.

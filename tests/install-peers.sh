@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(mosquitto mosquitto-clients socat openssl gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+apt_packages=(mosquitto mosquitto-clients socat openssl systemd gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

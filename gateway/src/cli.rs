@@ -50,7 +50,7 @@ pub fn spool_stats(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `edge-gateway run`: the daemon, until SIGTERM or SIGINT.
+/// `edge-gateway run`: the daemon, until SIGTERM or SIGINT; SIGHUP or a changed file reloads.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
     // Before anything starts: an unusable TLS or password file stops the command here.
@@ -60,6 +60,11 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Before anything else: SIGHUP's default action would end the process.
+        let config_path = path.to_owned();
+        let reloads = crate::reload::reloads(path, cfg, move |cfg| {
+            Ok(mqtt_sink(&config_path, cfg)?)
+        })?;
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -69,9 +74,15 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
             }
         };
-        let summary = crate::daemon::run(plan, sink, shutdown, |handle| {
-            tracing::info!(sources = handle.rings.len(), "ready");
-        })
+        let summary = crate::daemon::run_reloadable(
+            plan,
+            sink,
+            shutdown,
+            Some(reloads),
+            |handle| {
+                tracing::info!(sources = handle.rings.len(), "ready");
+            },
+        )
         .await?;
         tracing::info!(
             sent = summary.dispatch.sent_live,

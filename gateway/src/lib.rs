@@ -8,6 +8,8 @@ pub mod demo;
 pub mod epoch;
 pub mod forward;
 pub mod logging;
+pub mod reload;
 pub mod sinks;
 pub mod spool;
 pub mod supervise;
+pub mod telemetry;

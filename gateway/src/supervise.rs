@@ -12,6 +12,8 @@
 //!   The death signal fires when the *thread* that spawned the child exits, so children are
 //!   spawned from tokio worker threads (alive as long as the runtime), never from the blocking
 //!   pool, whose threads exit when idle.
+//! - Children never talk to systemd: `NOTIFY_SOCKET` and the watchdog variables are removed
+//!   from their environment.
 //! - A crash of one adapter disturbs nobody else: the ring stays with the gateway, the forwarder
 //!   keeps reading it, and the restarted child claims the dead producer's side and continues
 //!   its epoch and sequence (see `edgegw_ringbuf`).
@@ -129,6 +131,11 @@ async fn spawn(
         .arg("--source")
         .arg(&spec.source)
         .env(PARENT_PID_ENV, std::process::id().to_string())
+        // Only the gateway talks to systemd (NotifyAccess=main): children never notify, and the
+        // watchdog is the gateway's.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

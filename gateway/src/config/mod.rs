@@ -21,13 +21,18 @@
 //!   `(source_id, tag_id)` to its device, group, topic and tag name.
 //! - [`ConfigError`]: what the CLI prints; it exits with [`EX_CONFIG`] (78) on any of them.
 //!
+//! - [`diff`]: what a reload changes (sources added, changed, removed; the sink; keys only a
+//!   restart can apply). [`watch`]: inotify on the file's directory, debounced.
+//!
 //! Entry points: [`load`] (a file) and [`parse`] (a text and the name to report it under).
 
+pub mod diff;
 mod error;
 mod locate;
 pub mod raw;
 pub mod resolved;
 mod topic;
+pub mod watch;
 
 use std::path::Path;
 

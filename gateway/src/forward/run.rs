@@ -23,6 +23,7 @@ use edgegw_ringbuf::{Consumer, TelemetryRecord};
 use tokio::sync::{mpsc, watch};
 
 use super::batch::{Batch, Batcher};
+use super::catalog::SourceCatalog;
 use super::dispatch::{BatchSink, DispatchStats, Dispatcher, SinkEvent};
 use super::spooling::{LiveRender, SpoolBridge};
 
@@ -143,9 +144,42 @@ pub async fn run_dispatch<S: EventSink>(
     sink: &mut S,
     bridge: &mut SpoolBridge,
     render: &LiveRender,
+    rx: mpsc::Receiver<Batch>,
+    drain_deadline: watch::Receiver<Option<Instant>>,
+    stats_out: &watch::Sender<DispatchStats>,
+) -> DispatchStats {
+    let (_, no_catalogs) = mpsc::unbounded_channel();
+    let mut render = render.clone();
+    run_dispatch_reloadable(
+        sink,
+        bridge,
+        &mut render,
+        rx,
+        drain_deadline,
+        stats_out,
+        no_catalogs,
+        |_| {},
+    )
+    .await
+}
+
+/// [`run_dispatch`] for a gateway that reloads: catalogs of sources added or changed while it
+/// runs arrive on `catalogs`, each taking the next source index (batches name their catalog by
+/// index). Catalogs are only ever appended: a batch still in flight keeps the names it was read
+/// under. A catalog is sent before the drain task whose batches use it starts, and every
+/// catalog that arrived is taken before live batches are rendered, so a batch never comes
+/// before its catalog. `on_tick` sees the spool at every replay tick (every few ms; keep it
+/// cheap), e.g. to publish its depth.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_dispatch_reloadable<S: EventSink>(
+    sink: &mut S,
+    bridge: &mut SpoolBridge,
+    render: &mut LiveRender,
     mut rx: mpsc::Receiver<Batch>,
     mut drain_deadline: watch::Receiver<Option<Instant>>,
     stats_out: &watch::Sender<DispatchStats>,
+    mut catalogs: mpsc::UnboundedReceiver<Arc<SourceCatalog>>,
+    mut on_tick: impl FnMut(&SpoolBridge),
 ) -> DispatchStats {
     let mut d = Dispatcher::new(50);
     let mut rx_open = true;
@@ -179,13 +213,18 @@ pub async fn run_dispatch<S: EventSink>(
                             Err(_) => break,
                         }
                     }
-                    tokio::task::block_in_place(|| d.on_live(live, sink, bridge, render));
+                    while let Ok(catalog) = catalogs.try_recv() {
+                        bridge.add_catalog(Arc::clone(&catalog));
+                        render.catalogs.push(catalog);
+                    }
+                    tokio::task::block_in_place(|| d.on_live(live, sink, bridge, &*render));
                 }
                 None => rx_open = false,
             },
             _ = tick.tick(), if rx_open => {
                 tokio::task::block_in_place(|| d.pump_replay(sink, bridge));
                 stats_out.send_replace(d.stats());
+                on_tick(bridge);
             }
             () = sleep_until(deadline), if !rx_open => {}
             changed = drain_deadline.changed(), if watch_deadline => {
@@ -203,5 +242,6 @@ pub async fn run_dispatch<S: EventSink>(
     }
     let stats = d.stats();
     stats_out.send_replace(stats);
+    on_tick(bridge);
     stats
 }

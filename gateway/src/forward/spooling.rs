@@ -67,6 +67,11 @@ impl SpoolBridge {
         }
     }
 
+    /// A catalog for the next source index (a source added or changed by a reload).
+    pub fn add_catalog(&mut self, catalog: Arc<SourceCatalog>) {
+        self.live.catalogs.push(catalog);
+    }
+
     /// What the spool could not keep so far.
     pub fn loss(&self) -> SpoolLoss {
         self.loss

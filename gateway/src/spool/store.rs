@@ -566,6 +566,11 @@ impl Spool {
         })
     }
 
+    /// Rows and records stored (kept in memory: no query).
+    pub fn depth(&self) -> (u64, u64) {
+        (self.rows, self.records)
+    }
+
     /// Times the spool file was found corrupt and replaced.
     pub fn corruptions(&self) -> u64 {
         self.corruptions

@@ -15,8 +15,10 @@ use crate::shm::{SharedRing, SideClaim};
 use crate::sync::Ordering::{Acquire, Relaxed};
 
 /// How long [`Consumer::wait`] spins at most before it parks, unless changed with
-/// [`Consumer::set_spin_limit`].
-pub const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(50);
+/// [`Consumer::set_spin_limit`]: not at all. On the 2-vCPU machine this was measured on, busy
+/// with other work, a 50 µs spin made the 100k records/s wake-up p99 worse, not better: the
+/// spinning consumer was preempted about 20 000 times a second (see the README's benchmark).
+pub const DEFAULT_SPIN_LIMIT: Duration = Duration::ZERO;
 
 /// Spin iterations between two looks at the clock.
 const SPINS_PER_CLOCK_READ: u32 = 32;
@@ -135,13 +137,14 @@ impl<T: Sequenced> Consumer<T> {
     /// Blocks until records are available or `timeout` passes (`None`: no limit). Returns
     /// whether records are available. Costs no syscall if records are already there.
     ///
-    /// It first spins, for at most the spin limit ([`DEFAULT_SPIN_LIMIT`], see
-    /// [`Consumer::set_spin_limit`]), watching `head` without any syscall; then it parks on the
+    /// With a spin limit set ([`Consumer::set_spin_limit`]; none by default), it first spins
+    /// for at most that long, watching `head` without any syscall; then it parks on the
     /// eventfd. The spin adapts: it spins the full limit again after a wait that ended within
     /// the limit (records arrive faster than a wake-up would take), and half as long after one
     /// that did not, down to not spinning at all. So a consumer fed every few µs is never put to
     /// sleep and woken (it pays no wake-up latency and the producer no syscall), and one fed
-    /// every millisecond spins about 100 µs in total before it stops trying.
+    /// every millisecond, with a 50 µs limit, spins about 100 µs in total before it stops
+    /// trying. Worth it only where the consumer has a CPU of its own.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, RingWaitError> {
         if self.available().unwrap_or(1) > 0 {
             return Ok(true);

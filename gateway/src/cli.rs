@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use crate::config::{self, ResolvedConfig};
 use crate::daemon::{RunPlan, SourceSpec};
-use crate::mqtt::{MqttSettings, MqttSink, Secret};
+use crate::mqtt::{MqttSettings, Secret};
 use crate::spool::Spool;
 
 /// `edge-gateway check`: validate and print the resolved plan.
@@ -53,13 +53,23 @@ pub fn spool_stats(path: &Path) -> anyhow::Result<()> {
 /// `edge-gateway run`: the daemon, until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
-    let settings = mqtt_settings(&cfg)?;
+    let sink = crate::sinks::MqttSink::new(&cfg.mqtt, &cfg.gateway.name)?;
+    let telemetry = crate::telemetry::Telemetry::new(cfg.spool.path.clone(), Some(sink.counters()));
     let plan = run_plan(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let shutdown = async {
+        let _metrics = match cfg.metrics {
+            Some(addr) => Some(
+                crate::telemetry::http::MetricsServer::start(addr, Arc::clone(&telemetry))
+                    .await
+                    .with_context(|| format!("metrics endpoint: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let on_stop = Arc::clone(&telemetry);
+        let shutdown = async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .expect("SIGTERM handler");
@@ -67,9 +77,11 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
                 _ = term.recv() => tracing::info!("SIGTERM"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
             }
+            on_stop.stopping();
         };
-        let summary = crate::daemon::run(plan, MqttSink::start(settings), shutdown, |handle| {
+        let summary = crate::daemon::run(plan, sink, shutdown, |handle| {
             tracing::info!(sources = handle.rings.len(), "ready");
+            telemetry.attach(handle);
         })
         .await?;
         tracing::info!(

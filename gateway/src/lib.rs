@@ -12,3 +12,4 @@ pub mod mqtt;
 pub mod sinks;
 pub mod spool;
 pub mod supervise;
+pub mod telemetry;

@@ -1,14 +1,14 @@
 //! The `run`, `check` and `spool stats` commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::config::{self, ResolvedConfig};
 use crate::daemon::{RunPlan, SourceSpec};
-use crate::mqtt::{MqttSettings, Secret};
+use crate::sinks::mqtt::{MqttSetupError, MqttSink};
 use crate::spool::Spool;
 
 /// `edge-gateway check`: validate and print the resolved plan.
@@ -53,7 +53,8 @@ pub fn spool_stats(path: &Path) -> anyhow::Result<()> {
 /// `edge-gateway run`: the daemon, until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
-    let sink = crate::sinks::MqttSink::new(&cfg.mqtt, &cfg.gateway.name)?;
+    // Before anything starts: an unusable TLS or password file stops the command here.
+    let sink = mqtt_sink(path, &cfg)?;
     let telemetry = crate::telemetry::Telemetry::new(cfg.spool.path.clone(), Some(sink.counters()));
     let plan = run_plan(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -90,46 +91,44 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             spooled_records = summary.dispatch.spilled_records,
             replayed_records = summary.dispatch.replayed_records,
             spool_rows_left = summary.spool.rows,
+            spool_dropped_records = summary.spool_loss.dropped_by_bound,
+            spool_failed_records = summary.spool_loss.failed_writes,
+            spool_undecodable_rows = summary.spool_loss.undecodable_rows,
+            adapter_crashes = summary.adapter_crashes.iter().map(|(_, n)| n).sum::<u64>(),
             "stopped"
         );
         anyhow::Ok(())
     })
 }
 
-/// The MQTT sink's settings from `[mqtt]` and `[payload]`; reads the password file.
-pub fn mqtt_settings(cfg: &ResolvedConfig) -> anyhow::Result<MqttSettings> {
-    let m = &cfg.mqtt;
-    if m.tls.is_some() {
-        bail!("[mqtt.tls] is not implemented yet: remove it, or terminate TLS in a local proxy");
+/// The MQTT sink, built from the resolved `[mqtt]` section: reads the password file and the
+/// TLS files. A file that cannot be used is a [`SinkSetupError`] naming the configuration
+/// file, the key and the file at fault; the command exits with status 78.
+pub fn mqtt_sink(path: &Path, cfg: &ResolvedConfig) -> Result<MqttSink, SinkSetupError> {
+    MqttSink::new(&cfg.mqtt, &cfg.gateway.name).map_err(|error| SinkSetupError {
+        config: path.to_owned(),
+        error,
+    })
+}
+
+/// A file the configuration names (TLS CA, client certificate or key, password file) cannot be
+/// used, or the sink refused its settings. A configuration-class error: restarting cannot fix
+/// it, so the command exits with [`config::EX_CONFIG`] (78), like an invalid file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", config.display())]
+pub struct SinkSetupError {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// What went wrong, with the key and the file.
+    #[source]
+    pub error: MqttSetupError,
+}
+
+impl SinkSetupError {
+    /// The process exit status: always [`config::EX_CONFIG`] (78).
+    pub const fn exit_code(&self) -> u8 {
+        config::EX_CONFIG
     }
-    let client_id = m
-        .client_id
-        .clone()
-        .unwrap_or_else(|| cfg.gateway.name.clone());
-    let status_topic = m
-        .status_topic
-        .clone()
-        .unwrap_or_else(|| format!("{}/status", cfg.payload.prefix));
-    let mut s = MqttSettings::new(&m.host, m.effective_port(), &client_id, &status_topic);
-    s.qos = m.qos;
-    s.keepalive = Duration::from_secs(m.keepalive_s);
-    s.window = usize::from(m.inflight.max(1));
-    s.backoff_min = Duration::from_millis(m.backoff_min_ms);
-    s.backoff_max = Duration::from_millis(m.backoff_max_ms.max(m.backoff_min_ms));
-    s.max_packet = m.max_packet_size;
-    if let Some(user) = &m.username {
-        let password = match &m.password_file {
-            Some(file) => {
-                let text = std::fs::read_to_string(file).with_context(|| {
-                    format!("reading the MQTT password file {}", file.display())
-                })?;
-                text.trim_end_matches(['\n', '\r']).to_owned()
-            }
-            None => String::new(),
-        };
-        s.credentials = Some((user.clone(), Secret(password)));
-    }
-    Ok(s)
 }
 
 /// What `daemon::run` needs, from the resolved configuration.

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use crate::adapter::AdapterJob;
 use crate::daemon::{RunHandle, RunPlan, SourceSpec};
-use crate::mqtt::{MqttSettings, MqttSink};
+use crate::sinks::mqtt::{MqttConfig, MqttSink};
 use crate::spool::SpoolConfig;
 
 const PREFIX: &str = "edge-gateway/demo";
@@ -329,15 +329,13 @@ async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
         linger: Duration::from_millis(50),
         exe: std::env::current_exe()?,
     };
-    let mut settings = MqttSettings::new(
-        "127.0.0.1",
-        relay.port,
-        "edge-gateway-demo",
-        &format!("{PREFIX}/status"),
-    );
+    let mut mqtt = MqttConfig::new("127.0.0.1");
+    mqtt.port = Some(relay.port);
+    mqtt.client_id = Some("edge-gateway-demo".into());
+    mqtt.status_topic = Some(format!("{PREFIX}/status"));
     // A demo should show the reconnect promptly; production keeps the 30 s cap.
-    settings.backoff_max = Duration::from_secs(2);
-    let sink = MqttSink::start(settings);
+    mqtt.backoff_max_ms = 2_000;
+    let sink = MqttSink::new(&mqtt, "demo").context("the demo's MQTT sink")?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let (handle_tx, handle_rx) = tokio::sync::oneshot::channel::<RunHandle>();

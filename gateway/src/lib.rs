@@ -8,7 +8,6 @@ pub mod demo;
 pub mod epoch;
 pub mod forward;
 pub mod logging;
-pub mod mqtt;
 pub mod sinks;
 pub mod spool;
 pub mod supervise;

@@ -97,16 +97,19 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => match e.downcast_ref::<edgegw::config::ConfigError>() {
-            // Configuration errors already name the file, line, column and key.
-            Some(config_error) => {
+        Err(e) => {
+            // Configuration errors already name the file, line, column and key; sink setup
+            // errors the file, the key and the file it names. Both exit 78 (EX_CONFIG).
+            if let Some(config_error) = e.downcast_ref::<edgegw::config::ConfigError>() {
                 eprintln!("{config_error}");
-                ExitCode::from(edgegw::config::EX_CONFIG)
-            }
-            None => {
+                ExitCode::from(config_error.exit_code())
+            } else if let Some(setup) = e.downcast_ref::<edgegw::cli::SinkSetupError>() {
+                eprintln!("edge-gateway: {setup}");
+                ExitCode::from(setup.exit_code())
+            } else {
                 eprintln!("edge-gateway: {e:#}");
                 ExitCode::FAILURE
             }
-        },
+        }
     }
 }

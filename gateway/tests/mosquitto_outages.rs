@@ -5,6 +5,13 @@
 //!
 //! mosquitto is stopped with SIGTERM, which saves its persistence file: a broker killed with
 //! SIGKILL may lose messages it already acknowledged, a loss no gateway can prevent or see.
+//!
+//! The gateway reaches the broker through a relay that is cut while the broker is down and
+//! opened again only once the subscriber has subscribed again after the restart. mosquitto
+//! 2.0.11 sometimes answers a reconnecting persistent subscriber with `session_present: false`
+//! (seen in about one run in ten); what it acknowledged from the gateway before the subscription
+//! was back would then reach no one, a loss of the broker's that the test would blame on the
+//! gateway.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -12,19 +19,23 @@ use std::time::Duration;
 
 use edgegw::adapter::AdapterJob;
 use edgegw::daemon::{RunPlan, SourceSpec};
-use edgegw::mqtt::{MqttSettings, MqttSink};
+use edgegw::sinks::mqtt::{MqttConfig, MqttSink};
 use edgegw::spool::SpoolConfig;
 use edgegw_plc::sim::{SignalKind, SyntheticConfig, SyntheticTagConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 mod common;
 use common::{Mosquitto, free_port};
+#[path = "common/relay.rs"]
+mod relay;
 
 #[derive(Default)]
 struct Seen {
     seqs: HashMap<(String, u64), HashSet<u64>>,
     received: u64,
     duplicates: u64,
+    /// SUBACKs the subscriber received (one after every connect).
+    subscribed: u64,
 }
 
 /// A subscriber with a persistent session (QoS 1, clean_session = false) that reconnects.
@@ -63,6 +74,7 @@ fn subscribe(port: u16, seen: Arc<Mutex<Seen>>) {
                         }
                     }
                 }
+                Ok(Event::Incoming(Packet::SubAck(_))) => seen.lock().unwrap().subscribed += 1,
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -120,17 +132,17 @@ async fn broker_stopped_three_times_at_10k_points_per_second_loses_nothing() {
         linger: Duration::from_millis(50),
         exe: env!("CARGO_BIN_EXE_edge-gateway").into(),
     };
-    let mut settings = MqttSettings::new(
-        "127.0.0.1",
-        port,
-        "edge-gateway-test",
-        "edge-gateway/test/status",
-    );
-    settings.backoff_max = Duration::from_secs(1);
+    let relay = relay::Relay::start(port, false).await;
+    let mut mqtt = MqttConfig::new("127.0.0.1");
+    mqtt.port = Some(relay.port);
+    mqtt.client_id = Some("edge-gateway-test".into());
+    mqtt.status_topic = Some("edge-gateway/test/status".into());
+    mqtt.backoff_max_ms = 1_000;
+    let sink = MqttSink::new(&mqtt, "test").unwrap();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let gateway = tokio::spawn(edgegw::daemon::run(
         plan,
-        MqttSink::start(settings),
+        sink,
         async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         },
@@ -139,9 +151,20 @@ async fn broker_stopped_three_times_at_10k_points_per_second_loses_nothing() {
 
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let subscribed = seen.lock().unwrap().subscribed;
+        relay.set_down(true);
         tokio::task::block_in_place(|| broker.stop());
         tokio::time::sleep(Duration::from_secs(2)).await;
         tokio::task::block_in_place(|| broker.restart());
+        let back = tokio::time::Instant::now();
+        while seen.lock().unwrap().subscribed == subscribed {
+            assert!(
+                back.elapsed() < Duration::from_secs(20),
+                "the subscriber did not subscribe again after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        relay.set_down(false);
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop_tx.send(true).unwrap();

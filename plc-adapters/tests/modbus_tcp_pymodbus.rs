@@ -179,10 +179,12 @@ fn fixture() -> Fixture {
     }
 }
 
+/// The link under test. The request timeout is generous: these tests are about values and
+/// quality codes, and a shared CI machine can stall pymodbus for longer than a PLC would take.
 fn link(port: u16, tags_toml: &str) -> ModbusLink {
     let text = format!(
         "[[devices]]\nname = \"plc\"\nprotocol = \"modbus-tcp\"\naddress = \"127.0.0.1:{port}\"\nunit_id = 1\n\
-         timeout_ms = 1000\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
+         timeout_ms = 5000\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n\
          [[devices.groups]]\nname = \"all\"\ninterval_ms = 50\n{tags_toml}"
     );
     let cfg: AdapterConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -267,12 +269,12 @@ async fn illegal_address_reports_exception_code_2_and_other_reads_stay_good() {
     );
     assert_eq!(recs[0].value(), Some(Value::Empty));
     for t in 0..unmapped {
-        assert!(
-            of_tag(&records, 0, t)
-                .iter()
-                .all(|r| quality(r) == Quality::Good),
-            "tag {t} stayed good"
-        );
+        let bad: Vec<_> = of_tag(&records, 0, t)
+            .into_iter()
+            .filter(|r| quality(r) != Quality::Good)
+            .map(|r| quality(&r))
+            .collect();
+        assert!(bad.is_empty(), "tag {t} did not stay good: {bad:?}");
     }
 }
 

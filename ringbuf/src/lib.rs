@@ -56,7 +56,7 @@ pub use layout::{Header, LAYOUT_VERSION, MAGIC};
 pub use record::{Sequenced, TelemetryRecord, Value, ValueKind, flags};
 
 #[cfg(not(loom))]
-pub use consumer::{Consumer, ReadBatch};
+pub use consumer::{Consumer, DEFAULT_SPIN_LIMIT, ReadBatch};
 #[cfg(not(loom))]
 pub use producer::Producer;
 #[cfg(not(loom))]

@@ -178,6 +178,31 @@ impl<T: Sequenced> Producer<T> {
         n
     }
 
+    /// Pushes records taken from `values`, built straight into their slots (no staging
+    /// buffer), as many as fit, publishing them together. Returns how many were pushed. Takes
+    /// from `values` only what fits: pass `iter.by_ref()` to keep the rest for a later call.
+    ///
+    /// If `values` panics, the records written so far stay unpublished; the next push
+    /// overwrites them.
+    pub fn try_push_from_iter<I: Iterator<Item = T>>(&mut self, values: I) -> usize {
+        let wanted = values.size_hint().1.map_or(self.capacity, |n| n as u64);
+        let free = self.free(wanted.clamp(1, self.capacity));
+        let mut n = 0u64;
+        for mut r in values.take(free as usize) {
+            r.stamp(self.epoch, self.next_seq.wrapping_add(n));
+            // SAFETY: `n < free`, so slot `head + n` is below `tail_seen + capacity`.
+            unsafe { self.write_slot(self.head + n, r) };
+            n += 1;
+        }
+        if n == 0 {
+            return 0;
+        }
+        self.head += n;
+        self.next_seq = self.next_seq.wrapping_add(n);
+        self.commit();
+        n as usize
+    }
+
     /// Pushes one record, waiting up to `timeout` for space. Hands the record back if the ring
     /// is still full then.
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<u64, Full<T>> {

@@ -244,6 +244,81 @@ fn a_parked_consumer_wakes_on_push_and_a_busy_one_costs_no_wakeups() {
     assert_eq!(ring.stats().wakeups_sent, 1);
 }
 
+#[test]
+fn a_consumer_spinning_within_its_limit_takes_records_without_a_wake_up() {
+    let ring = SharedRing::<TelemetryRecord>::create(&OPTS).unwrap();
+    let mut c = ring.consumer().unwrap();
+    // Far longer than the producer's delay: the wait must end in the spin, not in a park.
+    c.set_spin_limit(Duration::from_secs(20));
+    let producer_ring = ring.clone();
+    let t = std::thread::spawn(move || {
+        let mut p = producer_ring.producer().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        p.try_push(rec(1)).unwrap();
+        p
+    });
+    assert!(c.wait(Some(Duration::from_secs(30))).unwrap());
+    let _p = t.join().unwrap();
+    assert_eq!(c.read().unwrap().len(), 1);
+    assert_eq!(
+        ring.stats().wakeups_sent,
+        0,
+        "a spinning consumer never parks"
+    );
+}
+
+#[test]
+fn a_consumer_with_no_spin_limit_parks_at_once_and_is_woken() {
+    let ring = SharedRing::<TelemetryRecord>::create(&OPTS).unwrap();
+    let mut p = ring.producer().unwrap();
+    let consumer_ring = ring.clone();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let mut c = consumer_ring.consumer().unwrap();
+        c.set_spin_limit(Duration::ZERO);
+        assert_eq!(c.spin_limit(), Duration::ZERO);
+        tid_tx.send(nix::unistd::gettid()).unwrap();
+        c.wait(Some(Duration::from_secs(30))).unwrap()
+    });
+    // Push only once the consumer thread sleeps (state S: parked in poll, not spinning).
+    let tid = tid_rx.recv().unwrap();
+    let stat = format!("/proc/self/task/{tid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&stat)
+        .unwrap()
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer never went to sleep"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    p.try_push(rec(1)).unwrap();
+    assert!(t.join().unwrap(), "woken with a record");
+    assert_eq!(ring.stats().wakeups_sent, 1);
+}
+
+#[test]
+fn push_from_iter_builds_records_in_place_and_takes_only_what_fits() {
+    let ring = SharedRing::<TelemetryRecord>::create(&OPTS).unwrap();
+    let mut p = ring.producer().unwrap();
+    let mut c = ring.consumer().unwrap();
+    let mut values = (0..12).map(rec);
+    assert_eq!(p.try_push_from_iter(values.by_ref()), 8, "capacity 8");
+    assert_eq!(values.clone().count(), 4, "the rest stays in the iterator");
+    assert_eq!(p.try_push_from_iter(values.by_ref()), 0, "full");
+    let b = c.read().unwrap();
+    let got: Vec<_> = b.iter().map(|r| (r.epoch, r.seq, r.value())).collect();
+    let want: Vec<_> = (0..8).map(|v| (5, v, Some(Value::U64(v)))).collect();
+    assert_eq!(got, want);
+    b.release(3);
+    assert_eq!(p.try_push_from_iter(values.by_ref()), 3);
+    assert_eq!(p.try_push_from_iter(std::iter::empty()), 0);
+    assert_eq!(p.next_seq(), 11);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn an_async_consumer_wakes_on_push_from_another_thread() {
     let ring = SharedRing::<TelemetryRecord>::create(&OPTS).unwrap();

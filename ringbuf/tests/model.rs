@@ -11,6 +11,8 @@ use proptest::prelude::*;
 enum Op {
     Push(u8),
     PushSlice(u8),
+    /// `try_push_from_iter` over this many records; what does not fit stays in the iterator.
+    PushIter(u8),
     CountDropped(u8),
     /// Read everything, release this share of it (0..=4 quarters).
     Read(u8),
@@ -24,6 +26,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1u8..6).prop_map(Op::Push),
         2 => (0u8..20).prop_map(Op::PushSlice),
+        2 => (0u8..20).prop_map(Op::PushIter),
         1 => (1u8..4).prop_map(Op::CountDropped),
         3 => (0u8..=4).prop_map(Op::Read),
         2 => (0u8..10).prop_map(Op::ReadAtMost),
@@ -71,6 +74,21 @@ fn check(ring: SharedRing<TelemetryRecord>, ops: &[Op]) {
                 let batch: Vec<_> = (1..=u64::from(n)).map(|i| record(payload + i)).collect();
                 let pushed = producer.try_push_slice(&batch);
                 assert_eq!(pushed, usize::from(n).min(cap - model.len()));
+                for i in 0..pushed as u64 {
+                    model.push_back((next_seq, payload + 1 + i));
+                    next_seq += 1;
+                }
+                payload += u64::from(n);
+            }
+            Op::PushIter(n) => {
+                let mut values = (1..u64::from(n) + 1).map(|i| record(payload + i));
+                let pushed = producer.try_push_from_iter(values.by_ref());
+                assert_eq!(pushed, usize::from(n).min(cap - model.len()));
+                assert_eq!(
+                    values.clone().count(),
+                    usize::from(n) - pushed,
+                    "only the records that fit are taken"
+                );
                 for i in 0..pushed as u64 {
                     model.push_back((next_seq, payload + 1 + i));
                     next_seq += 1;

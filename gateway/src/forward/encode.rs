@@ -14,6 +14,9 @@
 //!   and topics; a missing `seq` is a record that was lost, and a repeated one a duplicate
 //!   (at-least-once delivery resends after reconnects). Records of one source are spread over
 //!   the topics of its groups, so completeness is checked over all of them together.
+//! - A string longer than 8 bytes travels as several ring records (chunks), each with its own
+//!   `seq`; its one JSON record carries the first chunk's `seq` and `"seq_last"`, the last
+//!   chunk's, and covers every `seq` in between. No other record has `seq_last`.
 //! - `ts` is the source timestamp in nanoseconds since the Unix epoch (when the device's
 //!   answer arrived).
 //! - `v` is a JSON number, `true`/`false`, a string, or `null` when the quality carries no
@@ -91,23 +94,28 @@ pub fn render_batch<'r, 'n>(
         b",\"replayed\":false,\"records\":["
     });
     let mut first = true;
-    let mut in_string = false;
+    // The seq of the last chunk of the string being rendered, if one is open.
+    let mut in_string: Option<u64> = None;
     for r in records {
         let is_chunk = r.value_kind() == Some(ValueKind::Str);
-        if in_string {
+        if let Some(last) = in_string {
             if is_chunk {
                 push_str_chunk(out, r);
                 if r.flags & flags::CONTINUED == 0 {
                     out.push(b'"');
+                    push_seq_last(out, r.seq, &mut ibuf);
                     close_record(out, r, &mut ibuf);
-                    in_string = false;
+                    in_string = None;
+                } else {
+                    in_string = Some(r.seq);
                 }
                 continue;
             }
             // The run ended early (a chunk went missing): close what we have.
             out.push(b'"');
+            push_seq_last(out, last, &mut ibuf);
             out.extend_from_slice(b",\"q\":\"bad\",\"reason\":\"truncated\"}");
-            in_string = false;
+            in_string = None;
         }
         if !first {
             out.push(b',');
@@ -132,7 +140,7 @@ pub fn render_batch<'r, 'n>(
             out.push(b'"');
             push_str_chunk(out, r);
             if r.flags & flags::CONTINUED != 0 {
-                in_string = true;
+                in_string = Some(r.seq);
                 continue;
             }
             out.push(b'"');
@@ -141,8 +149,10 @@ pub fn render_batch<'r, 'n>(
         }
         close_record(out, r, &mut ibuf);
     }
-    if in_string {
-        out.extend_from_slice(b"\",\"q\":\"bad\",\"reason\":\"truncated\"}");
+    if let Some(last) = in_string {
+        out.push(b'"');
+        push_seq_last(out, last, &mut ibuf);
+        out.extend_from_slice(b",\"q\":\"bad\",\"reason\":\"truncated\"}");
     }
     out.extend_from_slice(b"]}");
 }
@@ -173,6 +183,13 @@ fn push_value(out: &mut Vec<u8>, r: &TelemetryRecord, ibuf: &mut itoa::Buffer) {
         }
         Some(ValueKind::Empty) | Some(ValueKind::Str) | None => out.extend_from_slice(b"null"),
     }
+}
+
+/// Appends `,"seq_last":N`: a string of several chunks took one `seq` per chunk, and its
+/// record covers `seq..=seq_last`, so a subscriber counting seqs sees no false gap.
+fn push_seq_last(out: &mut Vec<u8>, last: u64, ibuf: &mut itoa::Buffer) {
+    out.extend_from_slice(b",\"seq_last\":");
+    out.extend_from_slice(ibuf.format(last).as_bytes());
 }
 
 /// Appends one chunk's bytes (up to the string's remaining length) escaped for a JSON string.
@@ -314,7 +331,7 @@ mod tests {
 
     #[test]
     fn string_chunks_join_into_one_value() {
-        let s = "pump \"A\" running";
+        let s = "pump \"A\" running hot";
         let chunks: Vec<_> = s.as_bytes().chunks(8).collect();
         let records: Vec<_> = chunks
             .iter()
@@ -339,10 +356,21 @@ mod tests {
             ),
             (Some(s), Some(0), Some("s"))
         );
+        assert_eq!(
+            r[0]["seq_last"].as_u64(),
+            Some(chunks.len() as u64 - 1),
+            "the string covers the seqs of all its chunks"
+        );
         assert_eq!(r[1]["v"], 2.0);
+        assert_eq!(
+            r[1].get("seq_last"),
+            None,
+            "only multi-chunk strings carry it"
+        );
 
         // A run cut by the end of the batch still renders as valid JSON and says so.
-        let doc = render(&records[..1]);
+        let doc = render(&records[..2]);
         assert_eq!(doc["records"][0]["reason"], "truncated");
+        assert_eq!(doc["records"][0]["seq_last"], 1);
     }
 }

@@ -6,6 +6,10 @@
 //! side and polls until SIGTERM, or until the gateway dies (parent-death signal).
 //! Tag ids are indices into each device's resolved tag list, and the forwarder's catalog
 //! ([`AdapterJob::catalog`]) is built from the same resolution, so both sides agree.
+//!
+//! Every second the child writes its poll counters as one report line to its stdout, a pipe
+//! the gateway reads (format and what happens when the gateway stops reading:
+//! [`crate::telemetry::report`]); a last line follows when it stops.
 
 use anyhow::{Context, bail};
 use edgegw_plc::config::{AdapterConfig, DeviceConfig};
@@ -16,6 +20,7 @@ use edgegw_ringbuf::{SharedRing, TelemetryRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::forward::catalog::{CatalogBuilder, SourceCatalog};
+use crate::telemetry::report::{PollCounts, REPORT_INTERVAL};
 
 /// What one adapter process runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +107,7 @@ pub fn main(source: &str) -> anyhow::Result<()> {
         .producer()
         .context("claiming the ring's producer side")?;
     let mut emitter = Emitter::new(producer, FullPolicy::default());
+    let mut reporter = Reporter::new().context("preparing the report pipe (stdout)")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -123,16 +129,66 @@ pub fn main(source: &str) -> anyhow::Result<()> {
             } => {
                 let link = AdapterJob::modbus_link(&devices, &source_ids)?;
                 let counters = LinkCounters::default();
-                run_link(&link, &mut emitter, &counters, shutdown).await;
+                let counts = || PollCounts::from_link(&counters.snapshot());
+                tokio::select! {
+                    () = run_link(&link, &mut emitter, &counters, shutdown) => {}
+                    () = reporter.run(counts) => {}
+                }
+                reporter.write(&counts());
             }
             AdapterJob::Synthetic { config, .. } => {
-                SyntheticSource::new(&config)
-                    .run(&mut emitter, std::time::Duration::from_millis(10), shutdown)
-                    .await;
+                // No device behind it: the reports only say the process is alive.
+                let mut synthetic = SyntheticSource::new(&config);
+                tokio::select! {
+                    _ = synthetic.run(&mut emitter, std::time::Duration::from_millis(10), shutdown) => {}
+                    () = reporter.run(PollCounts::default) => {}
+                }
             }
         }
         anyhow::Ok(())
     })?;
     tracing::info!(source, "adapter stopped");
     Ok(())
+}
+
+/// Writes report lines to stdout without ever blocking the poller.
+#[derive(Debug)]
+struct Reporter {
+    skipped: u64,
+}
+
+impl Reporter {
+    /// Switches stdout to non-blocking.
+    fn new() -> std::io::Result<Self> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = fcntl(std::io::stdout(), FcntlArg::F_GETFL)?;
+        let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+        fcntl(std::io::stdout(), FcntlArg::F_SETFL(flags))?;
+        Ok(Self { skipped: 0 })
+    }
+
+    /// Reports `counts()` every [`REPORT_INTERVAL`], forever.
+    async fn run(&mut self, counts: impl Fn() -> PollCounts) {
+        let mut tick = tokio::time::interval(REPORT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.write(&counts());
+        }
+    }
+
+    /// One line in one `write(2)` (shorter than `PIPE_BUF`, so all or nothing). A full pipe
+    /// (the gateway is not reading) or a closed one skips the line; the next carries the
+    /// count. Counters are cumulative, so nothing but freshness is lost.
+    fn write(&mut self, counts: &PollCounts) {
+        let line = PollCounts {
+            skipped: self.skipped,
+            ..*counts
+        }
+        .to_line();
+        match nix::unistd::write(std::io::stdout(), line.as_bytes()) {
+            Ok(n) if n == line.len() => {}
+            _ => self.skipped += 1,
+        }
+    }
 }

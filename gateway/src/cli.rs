@@ -55,17 +55,27 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
     // Before anything starts: an unusable TLS or password file stops the command here.
     let sink = mqtt_sink(path, &cfg)?;
+    let telemetry = crate::telemetry::Telemetry::new(cfg.spool.path.clone(), Some(sink.counters()));
     let plan = run_plan(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         // Before anything else: SIGHUP's default action would end the process.
+        let metrics_addr = cfg.metrics;
         let config_path = path.to_owned();
-        let reloads = crate::reload::reloads(path, cfg, move |cfg| {
-            Ok(mqtt_sink(&config_path, cfg)?)
-        })?;
-        let shutdown = async {
+        let reloads =
+            crate::reload::reloads(path, cfg, move |cfg| Ok(mqtt_sink(&config_path, cfg)?))?;
+        let _metrics = match metrics_addr {
+            Some(addr) => Some(
+                crate::telemetry::http::MetricsServer::start(addr, Arc::clone(&telemetry))
+                    .await
+                    .with_context(|| format!("metrics endpoint: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let on_stop = Arc::clone(&telemetry);
+        let shutdown = async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .expect("SIGTERM handler");
@@ -73,17 +83,14 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
                 _ = term.recv() => tracing::info!("SIGTERM"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
             }
+            on_stop.stopping();
         };
-        let summary = crate::daemon::run_reloadable(
-            plan,
-            sink,
-            shutdown,
-            Some(reloads),
-            |handle| {
+        let summary =
+            crate::daemon::run_reloadable(plan, sink, shutdown, Some(reloads), |handle| {
                 tracing::info!(sources = handle.rings.len(), "ready");
-            },
-        )
-        .await?;
+                telemetry.attach(handle);
+            })
+            .await?;
         tracing::info!(
             sent = summary.dispatch.sent_live,
             acked = summary.dispatch.acked,

@@ -80,7 +80,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::DemoBroker { .. });
     // The demo broker is rumqttd, whose own connection logs would drown the demo's output.
-    edgegw::logging::init(if quiet { "off" } else { "info" });
+    if matches!(cli.command, Command::Adapter { .. }) {
+        edgegw::logging::init_adapter("info");
+    } else {
+        edgegw::logging::init(if quiet { "off" } else { "info" });
+    }
     let result = match cli.command {
         Command::Run { config } => edgegw::cli::run(&config),
         Command::Check { config } => edgegw::cli::check(&config),

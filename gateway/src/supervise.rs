@@ -54,6 +54,8 @@ pub struct AdapterCounters {
     pub crashes: AtomicU64,
     /// Pid of the running child; 0 when none.
     pub pid: AtomicU64,
+    /// Poll counters the children report on their stdout (`crate::telemetry::report`).
+    pub report: crate::telemetry::AdapterReport,
 }
 
 /// What to run for one source.
@@ -96,6 +98,12 @@ pub async fn run_supervisor(
             .pid
             .store(u64::from(child.id().unwrap_or(0)), Ordering::Relaxed);
         tracing::info!(source = %spec.source, pid = child.id(), "adapter process started");
+        if let Some(out) = child.stdout.take() {
+            let (source, counters) = (spec.source.clone(), Arc::clone(&counters));
+            tokio::spawn(async move {
+                crate::telemetry::read_reports(source, out, &counters.report).await;
+            });
+        }
         let status = tokio::select! {
             status = child.wait() => status,
             () = stopped(&mut shutdown) => {
@@ -137,7 +145,7 @@ async fn spawn(
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     ring.pass_to_child(&mut cmd)
         .map_err(std::io::Error::other)?;

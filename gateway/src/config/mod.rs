@@ -9,7 +9,7 @@
 //!                      │ (valid)                        │ key path → line:column
 //!                      ▼                                 ▼
 //!                 ResolvedConfig                    ConfigError: "gateway.toml:14:1:
-//!                   gateway, mqtt, spool, payload,    devices[0].groups[1].interval_ms:
+//!                   gateway, mqtt, spool, payload, metrics,    devices[0].groups[1].interval_ms:
 //!                   sources: [SourcePlan]             must be > 0" (one line per problem)
 //! ```
 //! - [`raw`]: stage one, the file as written; sections embed the components' own structs
@@ -38,8 +38,8 @@ use std::path::Path;
 
 pub use error::{ConfigDiagnostic, ConfigError, EX_CONFIG};
 pub use raw::{
-    GatewayConfig, PayloadConfig, PayloadFormat, RawConfig, SYNTHETIC_SOURCE_ID_BASE,
-    SyntheticSourceConfig,
+    GatewayConfig, MetricsConfig, PayloadConfig, PayloadFormat, RawConfig,
+    SYNTHETIC_SOURCE_ID_BASE, SyntheticSourceConfig,
 };
 pub use resolved::{
     DevicePlan, GatewaySettings, GroupPlan, PayloadSettings, ResolvedConfig, SourceKind,

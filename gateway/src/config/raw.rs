@@ -52,6 +52,9 @@ pub struct RawConfig {
     /// `[[synthetic]]`: synthetic sources.
     #[serde(default)]
     pub synthetic: Vec<SyntheticSourceConfig>,
+    /// `[metrics]`: the Prometheus endpoint; absent: no endpoint.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// `[gateway]`.
@@ -155,6 +158,49 @@ impl Default for PayloadConfig {
     }
 }
 
+/// `[metrics]`: the Prometheus text endpoint (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve the endpoint (a `[metrics]` table turns it on unless this says `false`).
+    #[serde(default = "default_metrics_enabled")]
+    pub enabled: bool,
+    /// IP address to listen on. The endpoint has no authentication: keep it on loopback
+    /// unless a firewall or proxy guards it.
+    #[serde(default = "default_metrics_address")]
+    pub address: String,
+    /// TCP port; 0 picks a free port (the bound address is logged).
+    #[serde(default = "default_metrics_port")]
+    pub port: u16,
+}
+
+/// Default `metrics.enabled`: on.
+pub const fn default_metrics_enabled() -> bool {
+    true
+}
+
+/// Default `metrics.address`: loopback only.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1";
+
+fn default_metrics_address() -> String {
+    DEFAULT_METRICS_ADDRESS.to_owned()
+}
+
+/// Default `metrics.port`: 9464 (the port OpenTelemetry's Prometheus exporter uses).
+pub const fn default_metrics_port() -> u16 {
+    9464
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: default_metrics_enabled(),
+            address: default_metrics_address(),
+            port: default_metrics_port(),
+        }
+    }
+}
+
 /// Placeholders allowed in `payload.prefix`.
 pub(super) const PREFIX_VARS: &[Placeholder] = &[Placeholder::Gateway];
 /// Placeholders allowed in `payload.topic`.
@@ -193,6 +239,7 @@ impl RawConfig {
             payload: Some(&self.payload),
             devices: Some(&self.devices),
             synthetic: Some(&self.synthetic),
+            metrics: Some(self.metrics.as_ref()),
         })
     }
 
@@ -228,6 +275,8 @@ pub(super) struct Sections {
     pub(super) payload: Option<PayloadConfig>,
     pub(super) devices: Option<Vec<DeviceConfig>>,
     pub(super) synthetic: Option<Vec<SyntheticSourceConfig>>,
+    /// `Some(None)`: no `[metrics]` table.
+    pub(super) metrics: Option<Option<MetricsConfig>>,
 }
 
 const TOP_LEVEL: &[&str] = &[
@@ -237,6 +286,7 @@ const TOP_LEVEL: &[&str] = &[
     "payload",
     "devices",
     "synthetic",
+    "metrics",
 ];
 
 impl Sections {
@@ -250,6 +300,7 @@ impl Sections {
             payload: Some(PayloadConfig::default()),
             devices: Some(Vec::new()),
             synthetic: Some(Vec::new()),
+            metrics: Some(None),
             ..Sections::default()
         };
         let mut has_gateway = false;
@@ -265,6 +316,7 @@ impl Sections {
                 "payload" => s.payload = section(doc, value, name, &mut errors),
                 "devices" => s.devices = list(doc, value, name, &mut errors),
                 "synthetic" => s.synthetic = list(doc, value, name, &mut errors),
+                "metrics" => s.metrics = section(doc, value, name, &mut errors).map(Some),
                 _ => errors.push(doc.diagnostic_at(
                     key.span().start,
                     name,
@@ -290,6 +342,7 @@ impl Sections {
             payload: self.payload.as_ref(),
             devices: self.devices.as_deref(),
             synthetic: self.synthetic.as_deref(),
+            metrics: self.metrics.as_ref().map(Option::as_ref),
         })
     }
 
@@ -302,6 +355,7 @@ impl Sections {
             payload: self.payload?,
             devices: self.devices?,
             synthetic: self.synthetic?,
+            metrics: self.metrics?,
         })
     }
 }
@@ -380,6 +434,8 @@ struct View<'a> {
     payload: Option<&'a PayloadConfig>,
     devices: Option<&'a [DeviceConfig]>,
     synthetic: Option<&'a [SyntheticSourceConfig]>,
+    /// `Some(None)`: no `[metrics]` table.
+    metrics: Option<Option<&'a MetricsConfig>>,
 }
 
 struct Problems(Vec<ConfigProblem>);
@@ -418,6 +474,9 @@ fn validate(v: &View<'_>) -> Vec<ConfigProblem> {
     if let Some(pl) = v.payload {
         validate_payload(&mut p, pl);
     }
+    if let Some(Some(m)) = v.metrics {
+        validate_metrics(&mut p, m);
+    }
     // The PLC adapters validate devices and synthetic tags (intervals, addresses, types, …).
     let devices = v.devices.unwrap_or_default();
     let synthetic = v.synthetic.unwrap_or_default();
@@ -454,6 +513,18 @@ fn validate_gateway(p: &mut Problems, g: &GatewayConfig) {
         p.add(
             "gateway.ring_capacity",
             format!("must be a power of two in {lo}..={hi}"),
+        );
+    }
+}
+
+fn validate_metrics(p: &mut Problems, m: &MetricsConfig) {
+    if m.address.parse::<IpAddr>().is_err() {
+        p.add(
+            "metrics.address",
+            format!(
+                "{:?} is not an IP address (e.g. \"127.0.0.1\", \"::1\", or \"0.0.0.0\" for every interface)",
+                m.address
+            ),
         );
     }
 }

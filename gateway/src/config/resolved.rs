@@ -61,6 +61,8 @@ pub struct ResolvedConfig {
     pub payload: PayloadSettings,
     /// Sources in file order: Modbus links first, then synthetic sources.
     pub sources: Vec<SourcePlan>,
+    /// Where the metrics endpoint listens (`[metrics]`); `None`: no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `[gateway]`, resolved.
@@ -319,12 +321,25 @@ impl ResolvedConfig {
         };
 
         let sources = plan_sources(raw, &payload, &gateway.name)?;
+        let metrics = match &raw.metrics {
+            Some(m) if m.enabled => {
+                let ip = m.address.parse().map_err(|_| {
+                    vec![ConfigProblem {
+                        path: "metrics.address".into(),
+                        message: "not an IP address".into(),
+                    }]
+                })?;
+                Some(std::net::SocketAddr::new(ip, m.port))
+            }
+            _ => None,
+        };
         Ok(Self {
             gateway,
             mqtt,
             spool,
             payload,
             sources,
+            metrics,
         })
     }
 
@@ -586,6 +601,10 @@ impl fmt::Display for ResolvedConfig {
             }
         )?;
 
+        match self.metrics {
+            Some(addr) => writeln!(f, "metrics on http://{addr} (/metrics, /healthz, /readyz)")?,
+            None => writeln!(f, "metrics endpoint off (no [metrics] table)")?,
+        }
         let tags: usize = self.sources.iter().map(SourcePlan::tag_count).sum();
         writeln!(
             f,

@@ -107,19 +107,14 @@ impl BatchSpool for SpoolBridge {
                 let d = &report.dropped;
                 if d.rows > 0 {
                     self.loss.dropped_by_bound += d.records;
-                    for (source, epoch, first, last) in &d.ranges {
-                        tracing::warn!(
-                            source = %source, epoch, first_seq = first, last_seq = last,
-                            "spool full: batch dropped (a gap upstream)"
-                        );
-                    }
+                    crate::telemetry::events::spool_dropped(&d.ranges, d.records);
                 }
                 0
             }
             Err(e) => {
                 let lost: u64 = rows.iter().map(|r| r.records).sum();
                 self.loss.failed_writes += lost;
-                tracing::error!(error = %e, records = lost, disk_full = e.is_full(), "spool write failed: records lost");
+                crate::telemetry::events::spool_write_failed(&e, lost, e.is_full());
                 lost
             }
         }
@@ -163,10 +158,8 @@ impl BatchSpool for SpoolBridge {
                 }
                 Err(e) => {
                     self.loss.undecodable_rows += r.records;
-                    tracing::error!(
-                        row = stored.id, source = %r.source, epoch = r.epoch,
-                        first_seq = r.seqs.0, last_seq = r.seqs.1, error = %e,
-                        "spooled batch does not decode: dropped (a gap upstream)"
+                    crate::telemetry::events::spool_row_undecodable(
+                        stored.id, &r.source, r.epoch, r.seqs, r.records, &e,
                     );
                     if let Err(e) = self.spool.ack(stored.id) {
                         tracing::error!(row = stored.id, error = %e, "cannot delete an undecodable row");

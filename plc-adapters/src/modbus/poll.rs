@@ -59,6 +59,13 @@ pub struct LinkCounters {
     pub exceptions: AtomicU64,
     /// Requests that failed in transport or protocol (connection dropped).
     pub transport_errors: AtomicU64,
+    /// Of `transport_errors`, those that were protocol errors (a malformed or mismatched
+    /// answer) rather than a lost connection.
+    pub protocol_errors: AtomicU64,
+    /// Tag values that did not decode (quality `Bad(DecodeError)`).
+    pub decode_errors: AtomicU64,
+    /// When the last read answered with data, in ns since the Unix epoch; 0 before the first.
+    pub last_good_unix_ns: AtomicU64,
     /// Successful connects.
     pub connects: AtomicU64,
     /// Failed connect attempts.
@@ -81,6 +88,9 @@ impl LinkCounters {
             timeouts: self.timeouts.load(Relaxed),
             exceptions: self.exceptions.load(Relaxed),
             transport_errors: self.transport_errors.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+            decode_errors: self.decode_errors.load(Relaxed),
+            last_good_unix_ns: self.last_good_unix_ns.load(Relaxed),
             connects: self.connects.load(Relaxed),
             connect_failures: self.connect_failures.load(Relaxed),
             points: self.points.load(Relaxed),
@@ -98,6 +108,9 @@ pub struct LinkStats {
     pub timeouts: u64,
     pub exceptions: u64,
     pub transport_errors: u64,
+    pub protocol_errors: u64,
+    pub decode_errors: u64,
+    pub last_good_unix_ns: u64,
     pub connects: u64,
     pub connect_failures: u64,
     pub points: u64,
@@ -435,7 +448,10 @@ async fn execute_read<S: RecordSink>(
         Ok(Err(e)) => {
             LinkCounters::bump(&counters.transport_errors);
             let reason = match e {
-                tokio_modbus::Error::Protocol(_) => BadReason::Protocol,
+                tokio_modbus::Error::Protocol(_) => {
+                    LinkCounters::bump(&counters.protocol_errors);
+                    BadReason::Protocol
+                }
                 tokio_modbus::Error::Transport(_) => BadReason::Disconnected,
             };
             tracing::debug!(device = %device.name, error = %e, "read failed");
@@ -455,7 +471,9 @@ async fn execute_read<S: RecordSink>(
     } else {
         Quality::Good
     };
+    counters.last_good_unix_ns.store(ts, Relaxed);
     let mut points = 0u64;
+    let mut decode_errors = 0u64;
     for slot in &read.slots {
         let i = slot.tag as usize;
         let off = usize::from(slot.offset);
@@ -472,7 +490,10 @@ async fn execute_read<S: RecordSink>(
                 points += 1;
                 (quality, Some(r))
             }
-            Err(_) => (Quality::Bad(BadReason::DecodeError), None),
+            Err(_) => {
+                decode_errors += 1;
+                (Quality::Bad(BadReason::DecodeError), None)
+            }
         };
         let f = &mut state.filters[i];
         if f.should_report(q, reading, mono)
@@ -482,6 +503,9 @@ async fn execute_read<S: RecordSink>(
         }
     }
     counters.points.fetch_add(points, Relaxed);
+    if decode_errors > 0 {
+        counters.decode_errors.fetch_add(decode_errors, Relaxed);
+    }
     ReadOutcome::Ok
 }
 

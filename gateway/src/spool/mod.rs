@@ -106,6 +106,40 @@ mod tests {
     }
 
     #[test]
+    fn replay_finds_given_back_rows_first_and_rows_under_reused_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) =
+            Spool::open(&dir.path().join("spool.db"), &SpoolConfig::default()).unwrap();
+        spool
+            .append(&[row("a", 0, 10), row("a", 10, 10), row("a", 20, 10)])
+            .unwrap();
+        let out = spool.take_oldest(3).unwrap();
+        assert_eq!(out.len(), 3);
+        assert!(!spool.has_waiting());
+        // The newest row is acknowledged and the oldest given back: the next append takes the
+        // deleted row's id again (no AUTOINCREMENT), below the replay cursor.
+        spool.ack(out[2].id).unwrap();
+        spool.give_back(out[0].id);
+        spool.append(&[row("a", 30, 10)]).unwrap();
+        let next: Vec<u64> = spool
+            .take_oldest(5)
+            .unwrap()
+            .iter()
+            .map(|r| r.row.seqs.0)
+            .collect();
+        assert_eq!(next, [0, 30], "oldest first, and nothing unreachable");
+        assert!(!spool.has_waiting());
+        spool.reset_handed_out();
+        let all: Vec<u64> = spool
+            .take_oldest(5)
+            .unwrap()
+            .iter()
+            .map(|r| r.row.seqs.0)
+            .collect();
+        assert_eq!(all, [0, 10, 30]);
+    }
+
+    #[test]
     fn at_the_bound_the_oldest_rows_are_dropped_and_reported() {
         let dir = tempfile::tempdir().unwrap();
         let (mut spool, _) =

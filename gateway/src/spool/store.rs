@@ -30,6 +30,28 @@ CREATE TABLE batches (
     body      BLOB    NOT NULL   -- codec.rs
 );";
 
+/// The columns of a stored row, in the order [`stored_row`] reads them.
+const SELECT_ROW: &str =
+    "SELECT id, source, device, grp, topic, epoch, first_seq, last_seq, records, oldest_ts, body
+     FROM batches";
+
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
+        id: r.get(0)?,
+        row: NewRow {
+            source: r.get::<_, String>(1)?.into(),
+            device: r.get::<_, String>(2)?.into(),
+            group: r.get::<_, String>(3)?.into(),
+            topic: r.get::<_, String>(4)?.into(),
+            epoch: r.get::<_, i64>(5)? as u64,
+            seqs: (r.get::<_, i64>(6)? as u64, r.get::<_, i64>(7)? as u64),
+            records: r.get::<_, i64>(8)? as u64,
+            oldest_ts: r.get::<_, i64>(9)? as u64,
+            body: r.get(10)?,
+        },
+    })
+}
+
 /// A batch to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRow {
@@ -151,7 +173,15 @@ pub struct Spool {
     rows: u64,
     records: u64,
     bytes: u64,
+    /// Rows handed out for replay and not yet acknowledged.
     handed_out: BTreeSet<i64>,
+    /// Replay cursor. Invariant: every row with `id <= cursor` is handed out, given back
+    /// (`returned`), or gone; rows past it were not handed out since the last reset. So
+    /// `take_oldest` reads only the rows it hands out, however many are in flight.
+    cursor: i64,
+    /// Rows at or below the cursor that are available again (given back, or appended under a
+    /// reused id).
+    returned: BTreeSet<i64>,
     deleted_since_vacuum: u64,
     corruptions: u64,
 }
@@ -189,6 +219,8 @@ impl Spool {
             records: 0,
             bytes: 0,
             handed_out: BTreeSet::new(),
+            cursor: 0,
+            returned: BTreeSet::new(),
             deleted_since_vacuum: 0,
             corruptions: u64::from(report.moved_aside.is_some()),
         };
@@ -302,6 +334,7 @@ impl Spool {
         if accept.is_empty() {
             return Ok(report);
         }
+        let mut reused = Vec::new();
         let tx = self.conn.transaction().map_err(|source| SpoolError {
             path: self.path.clone(),
             what: "starting a transaction",
@@ -337,6 +370,12 @@ impl Spool {
                         what: "inserting a batch",
                         source,
                     })?;
+                // Without AUTOINCREMENT a new row takes the highest id + 1, which can be at or
+                // below the cursor once the newest rows were deleted: keep it reachable.
+                let id = tx.last_insert_rowid();
+                if id <= self.cursor {
+                    reused.push(id);
+                }
             }
         }
         tx.commit().map_err(|source| SpoolError {
@@ -344,6 +383,7 @@ impl Spool {
             what: "committing batches",
             source,
         })?;
+        self.returned.extend(reused);
         self.rows += accept.len() as u64;
         self.records += accept.iter().map(|r| r.records).sum::<u64>();
         self.bytes += incoming;
@@ -393,6 +433,7 @@ impl Spool {
             }
         }
         for (id, cost, records) in victims {
+            self.returned.remove(&id);
             self.delete(id, cost, records)?;
         }
         Ok(())
@@ -427,50 +468,58 @@ impl Spool {
     }
 
     /// Up to `n` of the oldest rows not handed out yet; they count as handed out until acked,
-    /// given back, or reset.
+    /// given back, or reset. Reads only the rows it returns: given-back rows first (they are
+    /// older than anything past the cursor), then rows past the cursor.
     pub fn take_oldest(&mut self, n: usize) -> Result<Vec<StoredRow>, SpoolError> {
-        let limit = (n + self.handed_out.len()) as i64;
         let mut out = Vec::with_capacity(n);
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT id, source, device, grp, topic, epoch, first_seq, last_seq, records, oldest_ts, body
-                     FROM batches ORDER BY id LIMIT ?1",
-                )
-                .map_err(self.err("reading the oldest rows"))?;
-            let rows = stmt
-                .query_map([limit], |r| {
-                    Ok(StoredRow {
-                        id: r.get(0)?,
-                        row: NewRow {
-                            source: r.get::<_, String>(1)?.into(),
-                            device: r.get::<_, String>(2)?.into(),
-                            group: r.get::<_, String>(3)?.into(),
-                            topic: r.get::<_, String>(4)?.into(),
-                            epoch: r.get::<_, i64>(5)? as u64,
-                            seqs: (r.get::<_, i64>(6)? as u64, r.get::<_, i64>(7)? as u64),
-                            records: r.get::<_, i64>(8)? as u64,
-                            oldest_ts: r.get::<_, i64>(9)? as u64,
-                            body: r.get(10)?,
-                        },
-                    })
-                })
-                .map_err(self.err("reading the oldest rows"))?;
-            for row in rows {
-                let row = row.map_err(self.err("reading a row"))?;
-                if out.len() < n && !self.handed_out.contains(&row.id) {
-                    out.push(row);
-                }
-            }
+        let result = self.take_oldest_into(n, &mut out);
+        if result.is_err() {
+            // Whatever was read stays available (all of it is at or below the cursor now).
+            self.returned.extend(out.iter().map(|r| r.id));
+            return result.map(|()| Vec::new());
         }
         self.handed_out.extend(out.iter().map(|r| r.id));
         Ok(out)
     }
 
+    fn take_oldest_into(&mut self, n: usize, out: &mut Vec<StoredRow>) -> Result<(), SpoolError> {
+        let returned: Vec<i64> = self.returned.iter().take(n).copied().collect();
+        if !returned.is_empty() {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!("{SELECT_ROW} WHERE id = ?1"))
+                .map_err(self.err("reading a given-back row"))?;
+            for id in returned {
+                // A given-back row may have been dropped by the size bound meanwhile.
+                let row = stmt
+                    .query_row([id], stored_row)
+                    .optional()
+                    .map_err(self.err("reading a given-back row"))?;
+                self.returned.remove(&id);
+                out.extend(row);
+            }
+        }
+        if out.len() < n {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!("{SELECT_ROW} WHERE id > ?1 ORDER BY id LIMIT ?2"))
+                .map_err(self.err("reading the oldest rows"))?;
+            let rows = stmt
+                .query_map(params![self.cursor, (n - out.len()) as i64], stored_row)
+                .map_err(self.err("reading the oldest rows"))?;
+            for row in rows {
+                let row = row.map_err(self.err("reading a row"))?;
+                self.cursor = self.cursor.max(row.id);
+                out.push(row);
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes an acknowledged row.
     pub fn ack(&mut self, id: i64) -> Result<(), SpoolError> {
         self.handed_out.remove(&id);
+        self.returned.remove(&id);
         let found: Option<(i64, i64)> = self
             .conn
             .prepare_cached(
@@ -487,12 +536,16 @@ impl Spool {
 
     /// A handed-out row becomes available again.
     pub fn give_back(&mut self, id: i64) {
-        self.handed_out.remove(&id);
+        if self.handed_out.remove(&id) {
+            self.returned.insert(id);
+        }
     }
 
     /// Every handed-out row becomes available again (after a disconnect).
     pub fn reset_handed_out(&mut self) {
         self.handed_out.clear();
+        self.returned.clear();
+        self.cursor = 0;
     }
 
     /// Whether rows wait that are not handed out.
@@ -594,7 +647,7 @@ impl Spool {
             Ok(conn) => {
                 self.conn = conn;
                 self.corruptions += 1;
-                self.handed_out.clear();
+                self.reset_handed_out();
                 let _ = self.recount();
             }
             Err(e) => {

@@ -23,7 +23,7 @@ use edgegw_ringbuf::{Consumer, TelemetryRecord};
 use tokio::sync::{mpsc, watch};
 
 use super::batch::{Batch, Batcher};
-use super::dispatch::{BatchSink, DispatchStats, Dispatcher, SinkEvent};
+use super::dispatch::{BatchSink, BatchSpool, DispatchStats, Dispatcher, SinkEvent};
 use super::spooling::{LiveRender, SpoolBridge};
 
 /// Capacity of the channel from drain tasks to the dispatch loop, in batches.
@@ -162,13 +162,21 @@ pub async fn run_dispatch<S: EventSink>(
         }
         tokio::select! {
             ev = sink.next_event() => {
-                let connected = ev == SinkEvent::Connected;
-                tokio::task::block_in_place(|| {
+                let replay = ev == SinkEvent::Connected || rx_open;
+                // Most events are acks of live batches, with nothing to replay: no SQLite call,
+                // so no need to hand the worker thread's other tasks away.
+                let blocking = d.event_touches_spool(&ev) || !bridge.is_empty();
+                let work = || {
                     d.on_event(ev, bridge);
-                    if connected || rx_open {
+                    if replay {
                         d.pump_replay(sink, bridge);
                     }
-                });
+                };
+                if blocking {
+                    tokio::task::block_in_place(work);
+                } else {
+                    work();
+                }
             }
             first = rx.recv(), if rx_open => match first {
                 Some(first) => {
@@ -179,12 +187,21 @@ pub async fn run_dispatch<S: EventSink>(
                             Err(_) => break,
                         }
                     }
-                    tokio::task::block_in_place(|| d.on_live(live, sink, bridge, render));
+                    // Spilling (window full, or disconnected) writes to SQLite. A batch the sink
+                    // refuses although it fits (oversized) spills inline: rare and short.
+                    let fits = sink.ready() && sink.in_flight() + live.len() <= sink.window();
+                    if fits {
+                        d.on_live(live, sink, bridge, render);
+                    } else {
+                        tokio::task::block_in_place(|| d.on_live(live, sink, bridge, render));
+                    }
                 }
                 None => rx_open = false,
             },
             _ = tick.tick(), if rx_open => {
-                tokio::task::block_in_place(|| d.pump_replay(sink, bridge));
+                if !bridge.is_empty() {
+                    tokio::task::block_in_place(|| d.pump_replay(sink, bridge));
+                }
                 stats_out.send_replace(d.stats());
             }
             () = sleep_until(deadline), if !rx_open => {}

@@ -14,6 +14,10 @@ const SCHEMA_VERSION: i64 = 1;
 const ROW_OVERHEAD: u64 = 48;
 /// Incremental vacuum after this many deleted rows.
 const VACUUM_EVERY: u64 = 256;
+/// Acknowledged rows deleted in one transaction (one commit instead of one per row). Until
+/// then they are never handed out again; a crash before the delete replays them once more (a
+/// duplicate upstream, never a loss).
+const ACK_BATCH: usize = 64;
 
 const SCHEMA: &str = "
 CREATE TABLE batches (
@@ -182,6 +186,9 @@ pub struct Spool {
     /// Rows at or below the cursor that are available again (given back, or appended under a
     /// reused id).
     returned: BTreeSet<i64>,
+    /// Rows acknowledged and not yet deleted: deleted together, in one transaction, once
+    /// [`ACK_BATCH`] have gathered or nothing else is handed out.
+    acked: Vec<i64>,
     deleted_since_vacuum: u64,
     corruptions: u64,
 }
@@ -221,6 +228,7 @@ impl Spool {
             handed_out: BTreeSet::new(),
             cursor: 0,
             returned: BTreeSet::new(),
+            acked: Vec::new(),
             deleted_since_vacuum: 0,
             corruptions: u64::from(report.moved_aside.is_some()),
         };
@@ -305,6 +313,10 @@ impl Spool {
     }
 
     fn append_inner(&mut self, rows: &[NewRow]) -> Result<AppendReport, SpoolError> {
+        // Deleted rows free their bytes before the bound is checked.
+        if let Err(e) = self.flush_acks() {
+            tracing::error!(error = %e, "cannot delete acknowledged rows; retried later");
+        }
         let mut report = AppendReport::default();
         let mut incoming: u64 = rows.iter().map(NewRow::cost).sum();
         let mut accept = rows;
@@ -412,7 +424,7 @@ impl Spool {
                     break;
                 };
                 let id: i64 = row.get(0).map_err(self.err("reading a row"))?;
-                if self.handed_out.contains(&id) {
+                if self.handed_out.contains(&id) || self.acked.contains(&id) {
                     continue;
                 }
                 let source: String = row.get(1).map_err(self.err("reading a row"))?;
@@ -451,6 +463,10 @@ impl Spool {
             self.bytes = self.bytes.saturating_sub(cost);
             self.deleted_since_vacuum += 1;
         }
+        self.maybe_vacuum()
+    }
+
+    fn maybe_vacuum(&mut self) -> Result<(), SpoolError> {
         if self.deleted_since_vacuum >= VACUUM_EVERY || self.rows == 0 {
             // Returns freed pages to the filesystem (auto_vacuum = INCREMENTAL). The pragma frees
             // one page per step, so step it to the end.
@@ -520,18 +536,70 @@ impl Spool {
     pub fn ack(&mut self, id: i64) -> Result<(), SpoolError> {
         self.handed_out.remove(&id);
         self.returned.remove(&id);
-        let found: Option<(i64, i64)> = self
-            .conn
-            .prepare_cached(
-                "SELECT records, length(body) + length(source) + length(device) + length(grp) + length(topic)
-                 FROM batches WHERE id = ?1",
-            )
-            .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-            .map_err(self.err("finding an acknowledged row"))?;
-        match found {
-            Some((records, len)) => self.delete(id, len as u64 + ROW_OVERHEAD, records as u64),
-            None => Ok(()),
+        self.acked.push(id);
+        if self.acked.len() >= ACK_BATCH || self.handed_out.is_empty() {
+            self.flush_acks()?;
         }
+        Ok(())
+    }
+
+    /// Deletes the acknowledged rows not deleted yet, in one transaction. On failure they stay
+    /// pending and the next flush tries again.
+    pub fn flush_acks(&mut self) -> Result<(), SpoolError> {
+        if self.acked.is_empty() {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut self.acked);
+        let result = self.delete_acked(&ids);
+        if result.is_err() {
+            self.acked = ids;
+        }
+        result
+    }
+
+    fn delete_acked(&mut self, ids: &[i64]) -> Result<(), SpoolError> {
+        let path = &self.path;
+        let err = |what: &'static str| {
+            move |source| SpoolError {
+                path: path.clone(),
+                what,
+                source,
+            }
+        };
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(err("starting a transaction"))?;
+        let (mut rows, mut records, mut bytes) = (0u64, 0u64, 0u64);
+        {
+            let mut find = tx
+                .prepare_cached(
+                    "SELECT records, length(body) + length(source) + length(device) + length(grp) + length(topic)
+                     FROM batches WHERE id = ?1",
+                )
+                .map_err(err("finding an acknowledged row"))?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM batches WHERE id = ?1")
+                .map_err(err("deleting a row"))?;
+            for &id in ids {
+                let found: Option<(i64, i64)> = find
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(err("finding an acknowledged row"))?;
+                if let Some((n, len)) = found {
+                    delete.execute([id]).map_err(err("deleting a row"))?;
+                    rows += 1;
+                    records += n as u64;
+                    bytes += len as u64 + ROW_OVERHEAD;
+                }
+            }
+        }
+        tx.commit().map_err(err("committing deletes"))?;
+        self.rows -= rows;
+        self.records -= records;
+        self.bytes = self.bytes.saturating_sub(bytes);
+        self.deleted_since_vacuum += rows;
+        self.maybe_vacuum()
     }
 
     /// A handed-out row becomes available again.
@@ -543,6 +611,11 @@ impl Spool {
 
     /// Every handed-out row becomes available again (after a disconnect).
     pub fn reset_handed_out(&mut self) {
+        // Acknowledged rows must not be handed out again from the start.
+        if let Err(e) = self.flush_acks() {
+            tracing::error!(error = %e, "cannot delete acknowledged rows; they may be sent again");
+            self.acked.clear();
+        }
         self.handed_out.clear();
         self.returned.clear();
         self.cursor = 0;
@@ -550,7 +623,7 @@ impl Spool {
 
     /// Whether rows wait that are not handed out.
     pub fn has_waiting(&self) -> bool {
-        self.rows > self.handed_out.len() as u64
+        self.rows > (self.handed_out.len() + self.acked.len()) as u64
     }
 
     /// Depth and size.
@@ -647,12 +720,21 @@ impl Spool {
             Ok(conn) => {
                 self.conn = conn;
                 self.corruptions += 1;
+                self.acked.clear();
                 self.reset_handed_out();
                 let _ = self.recount();
             }
             Err(e) => {
                 tracing::error!(path = %self.path.display(), error = %e, "cannot recreate the spool")
             }
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_acks() {
+            tracing::warn!(error = %e, "acknowledged rows not deleted at close; they will be sent again");
         }
     }
 }

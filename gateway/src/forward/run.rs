@@ -161,6 +161,11 @@ pub async fn run_dispatch<S: EventSink>(
             }
         }
         tokio::select! {
+            // Sink events first: acknowledgements free the window and writes empty rumqttc's
+            // queue. Picked at random against a live chunk (whose spill can take milliseconds),
+            // the sink got one packet per loop turn, the window stayed full and everything
+            // spilled: under load the gateway collapsed to a few batches per second.
+            biased;
             ev = sink.next_event() => {
                 let replay = ev == SinkEvent::Connected || rx_open;
                 // Most events are acks of live batches, with nothing to replay: no SQLite call,

@@ -26,8 +26,11 @@
 //!   `synchronous=NORMAL`) a committed row survives a crash or SIGKILL of the gateway, but a power
 //!   loss may roll back the commits since the last WAL sync. With `"full"`, each commit is fsynced
 //!   and survives power loss.
-//! - Replay: `take_oldest` hands out the oldest rows not already out; a row is deleted only
-//!   when the broker acknowledged it (`ack`). After a disconnect every handed-out row is
+//! - Replay: `take_oldest` hands out the oldest rows not already out, reading only those rows
+//!   (a cursor past the rows handed out, plus the rows given back); a row is deleted only
+//!   when the broker acknowledged it (`ack`). Acknowledged rows are deleted 64 at a time in
+//!   one transaction (or at once when nothing else is out); a crash before that delete
+//!   replays them once more, a duplicate upstream. After a disconnect every handed-out row is
 //!   available again (`reset_handed_out`), so a row may be sent twice (counted as a duplicate
 //!   upstream), never zero times.
 //! - What a SIGKILL of the gateway can lose: records still in the rings (at most the ring

@@ -201,6 +201,16 @@ impl Dispatcher {
         self.stats.spool_lost_records += spool.append(&batches);
     }
 
+    /// Whether [`Dispatcher::on_event`] would touch the spool for `event` (an ack of a
+    /// spooled row, a disconnect): the caller then runs it where blocking is allowed.
+    pub fn event_touches_spool(&self, event: &SinkEvent) -> bool {
+        match event {
+            SinkEvent::Connected => false,
+            SinkEvent::Acked(id) => matches!(self.in_flight.get(id), Some(Origin::Spooled(_))),
+            SinkEvent::Disconnected { .. } => true,
+        }
+    }
+
     /// An event from the sink.
     pub fn on_event(&mut self, event: SinkEvent, spool: &mut impl BatchSpool) {
         match event {

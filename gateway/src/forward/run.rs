@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::batch::{Batch, Batcher};
 use super::catalog::SourceCatalog;
-use super::dispatch::{BatchSink, DispatchStats, Dispatcher, SinkEvent};
+use super::dispatch::{BatchSink, BatchSpool, DispatchStats, Dispatcher, SinkEvent};
 use super::spooling::{LiveRender, SpoolBridge};
 
 /// Capacity of the channel from drain tasks to the dispatch loop, in batches.
@@ -195,14 +195,27 @@ pub async fn run_dispatch_reloadable<S: EventSink>(
             }
         }
         tokio::select! {
+            // Sink events first: acknowledgements free the window and writes empty rumqttc's
+            // queue. Picked at random against a live chunk (whose spill can take milliseconds),
+            // the sink got one packet per loop turn, the window stayed full and everything
+            // spilled: under load the gateway collapsed to a few batches per second.
+            biased;
             ev = sink.next_event() => {
-                let connected = ev == SinkEvent::Connected;
-                tokio::task::block_in_place(|| {
+                let replay = ev == SinkEvent::Connected || rx_open;
+                // Most events are acks of live batches, with nothing to replay: no SQLite call,
+                // so no need to hand the worker thread's other tasks away.
+                let blocking = d.event_touches_spool(&ev) || !bridge.is_empty();
+                let work = || {
                     d.on_event(ev, bridge);
-                    if connected || rx_open {
+                    if replay {
                         d.pump_replay(sink, bridge);
                     }
-                });
+                };
+                if blocking {
+                    tokio::task::block_in_place(work);
+                } else {
+                    work();
+                }
             }
             first = rx.recv(), if rx_open => match first {
                 Some(first) => {
@@ -217,12 +230,21 @@ pub async fn run_dispatch_reloadable<S: EventSink>(
                         bridge.add_catalog(Arc::clone(&catalog));
                         render.catalogs.push(catalog);
                     }
-                    tokio::task::block_in_place(|| d.on_live(live, sink, bridge, &*render));
+                    // Spilling (window full, or disconnected) writes to SQLite. A batch the sink
+                    // refuses although it fits (oversized) spills inline: rare and short.
+                    let fits = sink.ready() && sink.in_flight() + live.len() <= sink.window();
+                    if fits {
+                        d.on_live(live, sink, bridge, &*render);
+                    } else {
+                        tokio::task::block_in_place(|| d.on_live(live, sink, bridge, &*render));
+                    }
                 }
                 None => rx_open = false,
             },
             _ = tick.tick(), if rx_open => {
-                tokio::task::block_in_place(|| d.pump_replay(sink, bridge));
+                if !bridge.is_empty() {
+                    tokio::task::block_in_place(|| d.pump_replay(sink, bridge));
+                }
                 stats_out.send_replace(d.stats());
                 on_tick(bridge);
             }

@@ -26,8 +26,11 @@
 //!   `synchronous=NORMAL`) a committed row survives a crash or SIGKILL of the gateway, but a power
 //!   loss may roll back the commits since the last WAL sync. With `"full"`, each commit is fsynced
 //!   and survives power loss.
-//! - Replay: `take_oldest` hands out the oldest rows not already out; a row is deleted only
-//!   when the broker acknowledged it (`ack`). After a disconnect every handed-out row is
+//! - Replay: `take_oldest` hands out the oldest rows not already out, reading only those rows
+//!   (a cursor past the rows handed out, plus the rows given back); a row is deleted only
+//!   when the broker acknowledged it (`ack`). Acknowledged rows are deleted 64 at a time in
+//!   one transaction (or at once when nothing else is out); a crash before that delete
+//!   replays them once more, a duplicate upstream. After a disconnect every handed-out row is
 //!   available again (`reset_handed_out`), so a row may be sent twice (counted as a duplicate
 //!   upstream), never zero times.
 //! - What a SIGKILL of the gateway can lose: records still in the rings (at most the ring
@@ -103,6 +106,40 @@ mod tests {
         }
         assert_eq!(spool.stats().rows, 0);
         assert!(!spool.has_waiting());
+    }
+
+    #[test]
+    fn replay_finds_given_back_rows_first_and_rows_under_reused_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) =
+            Spool::open(&dir.path().join("spool.db"), &SpoolConfig::default()).unwrap();
+        spool
+            .append(&[row("a", 0, 10), row("a", 10, 10), row("a", 20, 10)])
+            .unwrap();
+        let out = spool.take_oldest(3).unwrap();
+        assert_eq!(out.len(), 3);
+        assert!(!spool.has_waiting());
+        // The newest row is acknowledged and the oldest given back: the next append takes the
+        // deleted row's id again (no AUTOINCREMENT), below the replay cursor.
+        spool.ack(out[2].id).unwrap();
+        spool.give_back(out[0].id);
+        spool.append(&[row("a", 30, 10)]).unwrap();
+        let next: Vec<u64> = spool
+            .take_oldest(5)
+            .unwrap()
+            .iter()
+            .map(|r| r.row.seqs.0)
+            .collect();
+        assert_eq!(next, [0, 30], "oldest first, and nothing unreachable");
+        assert!(!spool.has_waiting());
+        spool.reset_handed_out();
+        let all: Vec<u64> = spool
+            .take_oldest(5)
+            .unwrap()
+            .iter()
+            .map(|r| r.row.seqs.0)
+            .collect();
+        assert_eq!(all, [0, 10, 30]);
     }
 
     #[test]

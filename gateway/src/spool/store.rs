@@ -14,6 +14,10 @@ const SCHEMA_VERSION: i64 = 1;
 const ROW_OVERHEAD: u64 = 48;
 /// Incremental vacuum after this many deleted rows.
 const VACUUM_EVERY: u64 = 256;
+/// Acknowledged rows deleted in one transaction (one commit instead of one per row). Until
+/// then they are never handed out again; a crash before the delete replays them once more (a
+/// duplicate upstream, never a loss).
+const ACK_BATCH: usize = 64;
 
 const SCHEMA: &str = "
 CREATE TABLE batches (
@@ -29,6 +33,28 @@ CREATE TABLE batches (
     oldest_ts INTEGER NOT NULL,  -- ns since the Unix epoch, of the batch's oldest record
     body      BLOB    NOT NULL   -- codec.rs
 );";
+
+/// The columns of a stored row, in the order [`stored_row`] reads them.
+const SELECT_ROW: &str =
+    "SELECT id, source, device, grp, topic, epoch, first_seq, last_seq, records, oldest_ts, body
+     FROM batches";
+
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
+        id: r.get(0)?,
+        row: NewRow {
+            source: r.get::<_, String>(1)?.into(),
+            device: r.get::<_, String>(2)?.into(),
+            group: r.get::<_, String>(3)?.into(),
+            topic: r.get::<_, String>(4)?.into(),
+            epoch: r.get::<_, i64>(5)? as u64,
+            seqs: (r.get::<_, i64>(6)? as u64, r.get::<_, i64>(7)? as u64),
+            records: r.get::<_, i64>(8)? as u64,
+            oldest_ts: r.get::<_, i64>(9)? as u64,
+            body: r.get(10)?,
+        },
+    })
+}
 
 /// A batch to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +177,18 @@ pub struct Spool {
     rows: u64,
     records: u64,
     bytes: u64,
+    /// Rows handed out for replay and not yet acknowledged.
     handed_out: BTreeSet<i64>,
+    /// Replay cursor. Invariant: every row with `id <= cursor` is handed out, given back
+    /// (`returned`), or gone; rows past it were not handed out since the last reset. So
+    /// `take_oldest` reads only the rows it hands out, however many are in flight.
+    cursor: i64,
+    /// Rows at or below the cursor that are available again (given back, or appended under a
+    /// reused id).
+    returned: BTreeSet<i64>,
+    /// Rows acknowledged and not yet deleted: deleted together, in one transaction, once
+    /// [`ACK_BATCH`] have gathered or nothing else is handed out.
+    acked: Vec<i64>,
     deleted_since_vacuum: u64,
     corruptions: u64,
 }
@@ -189,6 +226,9 @@ impl Spool {
             records: 0,
             bytes: 0,
             handed_out: BTreeSet::new(),
+            cursor: 0,
+            returned: BTreeSet::new(),
+            acked: Vec::new(),
             deleted_since_vacuum: 0,
             corruptions: u64::from(report.moved_aside.is_some()),
         };
@@ -273,6 +313,10 @@ impl Spool {
     }
 
     fn append_inner(&mut self, rows: &[NewRow]) -> Result<AppendReport, SpoolError> {
+        // Deleted rows free their bytes before the bound is checked.
+        if let Err(e) = self.flush_acks() {
+            tracing::error!(error = %e, "cannot delete acknowledged rows; retried later");
+        }
         let mut report = AppendReport::default();
         let mut incoming: u64 = rows.iter().map(NewRow::cost).sum();
         let mut accept = rows;
@@ -302,6 +346,7 @@ impl Spool {
         if accept.is_empty() {
             return Ok(report);
         }
+        let mut reused = Vec::new();
         let tx = self.conn.transaction().map_err(|source| SpoolError {
             path: self.path.clone(),
             what: "starting a transaction",
@@ -337,6 +382,12 @@ impl Spool {
                         what: "inserting a batch",
                         source,
                     })?;
+                // Without AUTOINCREMENT a new row takes the highest id + 1, which can be at or
+                // below the cursor once the newest rows were deleted: keep it reachable.
+                let id = tx.last_insert_rowid();
+                if id <= self.cursor {
+                    reused.push(id);
+                }
             }
         }
         tx.commit().map_err(|source| SpoolError {
@@ -344,6 +395,7 @@ impl Spool {
             what: "committing batches",
             source,
         })?;
+        self.returned.extend(reused);
         self.rows += accept.len() as u64;
         self.records += accept.iter().map(|r| r.records).sum::<u64>();
         self.bytes += incoming;
@@ -372,7 +424,7 @@ impl Spool {
                     break;
                 };
                 let id: i64 = row.get(0).map_err(self.err("reading a row"))?;
-                if self.handed_out.contains(&id) {
+                if self.handed_out.contains(&id) || self.acked.contains(&id) {
                     continue;
                 }
                 let source: String = row.get(1).map_err(self.err("reading a row"))?;
@@ -393,6 +445,7 @@ impl Spool {
             }
         }
         for (id, cost, records) in victims {
+            self.returned.remove(&id);
             self.delete(id, cost, records)?;
         }
         Ok(())
@@ -410,6 +463,10 @@ impl Spool {
             self.bytes = self.bytes.saturating_sub(cost);
             self.deleted_since_vacuum += 1;
         }
+        self.maybe_vacuum()
+    }
+
+    fn maybe_vacuum(&mut self) -> Result<(), SpoolError> {
         if self.deleted_since_vacuum >= VACUUM_EVERY || self.rows == 0 {
             // Returns freed pages to the filesystem (auto_vacuum = INCREMENTAL). The pragma frees
             // one page per step, so step it to the end.
@@ -427,77 +484,146 @@ impl Spool {
     }
 
     /// Up to `n` of the oldest rows not handed out yet; they count as handed out until acked,
-    /// given back, or reset.
+    /// given back, or reset. Reads only the rows it returns: given-back rows first (they are
+    /// older than anything past the cursor), then rows past the cursor.
     pub fn take_oldest(&mut self, n: usize) -> Result<Vec<StoredRow>, SpoolError> {
-        let limit = (n + self.handed_out.len()) as i64;
         let mut out = Vec::with_capacity(n);
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT id, source, device, grp, topic, epoch, first_seq, last_seq, records, oldest_ts, body
-                     FROM batches ORDER BY id LIMIT ?1",
-                )
-                .map_err(self.err("reading the oldest rows"))?;
-            let rows = stmt
-                .query_map([limit], |r| {
-                    Ok(StoredRow {
-                        id: r.get(0)?,
-                        row: NewRow {
-                            source: r.get::<_, String>(1)?.into(),
-                            device: r.get::<_, String>(2)?.into(),
-                            group: r.get::<_, String>(3)?.into(),
-                            topic: r.get::<_, String>(4)?.into(),
-                            epoch: r.get::<_, i64>(5)? as u64,
-                            seqs: (r.get::<_, i64>(6)? as u64, r.get::<_, i64>(7)? as u64),
-                            records: r.get::<_, i64>(8)? as u64,
-                            oldest_ts: r.get::<_, i64>(9)? as u64,
-                            body: r.get(10)?,
-                        },
-                    })
-                })
-                .map_err(self.err("reading the oldest rows"))?;
-            for row in rows {
-                let row = row.map_err(self.err("reading a row"))?;
-                if out.len() < n && !self.handed_out.contains(&row.id) {
-                    out.push(row);
-                }
-            }
+        let result = self.take_oldest_into(n, &mut out);
+        if result.is_err() {
+            // Whatever was read stays available (all of it is at or below the cursor now).
+            self.returned.extend(out.iter().map(|r| r.id));
+            return result.map(|()| Vec::new());
         }
         self.handed_out.extend(out.iter().map(|r| r.id));
         Ok(out)
     }
 
+    fn take_oldest_into(&mut self, n: usize, out: &mut Vec<StoredRow>) -> Result<(), SpoolError> {
+        let returned: Vec<i64> = self.returned.iter().take(n).copied().collect();
+        if !returned.is_empty() {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!("{SELECT_ROW} WHERE id = ?1"))
+                .map_err(self.err("reading a given-back row"))?;
+            for id in returned {
+                // A given-back row may have been dropped by the size bound meanwhile.
+                let row = stmt
+                    .query_row([id], stored_row)
+                    .optional()
+                    .map_err(self.err("reading a given-back row"))?;
+                self.returned.remove(&id);
+                out.extend(row);
+            }
+        }
+        if out.len() < n {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!("{SELECT_ROW} WHERE id > ?1 ORDER BY id LIMIT ?2"))
+                .map_err(self.err("reading the oldest rows"))?;
+            let rows = stmt
+                .query_map(params![self.cursor, (n - out.len()) as i64], stored_row)
+                .map_err(self.err("reading the oldest rows"))?;
+            for row in rows {
+                let row = row.map_err(self.err("reading a row"))?;
+                self.cursor = self.cursor.max(row.id);
+                out.push(row);
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes an acknowledged row.
     pub fn ack(&mut self, id: i64) -> Result<(), SpoolError> {
         self.handed_out.remove(&id);
-        let found: Option<(i64, i64)> = self
-            .conn
-            .prepare_cached(
-                "SELECT records, length(body) + length(source) + length(device) + length(grp) + length(topic)
-                 FROM batches WHERE id = ?1",
-            )
-            .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-            .map_err(self.err("finding an acknowledged row"))?;
-        match found {
-            Some((records, len)) => self.delete(id, len as u64 + ROW_OVERHEAD, records as u64),
-            None => Ok(()),
+        self.returned.remove(&id);
+        self.acked.push(id);
+        if self.acked.len() >= ACK_BATCH || self.handed_out.is_empty() {
+            self.flush_acks()?;
         }
+        Ok(())
+    }
+
+    /// Deletes the acknowledged rows not deleted yet, in one transaction. On failure they stay
+    /// pending and the next flush tries again.
+    pub fn flush_acks(&mut self) -> Result<(), SpoolError> {
+        if self.acked.is_empty() {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut self.acked);
+        let result = self.delete_acked(&ids);
+        if result.is_err() {
+            self.acked = ids;
+        }
+        result
+    }
+
+    fn delete_acked(&mut self, ids: &[i64]) -> Result<(), SpoolError> {
+        let path = &self.path;
+        let err = |what: &'static str| {
+            move |source| SpoolError {
+                path: path.clone(),
+                what,
+                source,
+            }
+        };
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(err("starting a transaction"))?;
+        let (mut rows, mut records, mut bytes) = (0u64, 0u64, 0u64);
+        {
+            let mut find = tx
+                .prepare_cached(
+                    "SELECT records, length(body) + length(source) + length(device) + length(grp) + length(topic)
+                     FROM batches WHERE id = ?1",
+                )
+                .map_err(err("finding an acknowledged row"))?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM batches WHERE id = ?1")
+                .map_err(err("deleting a row"))?;
+            for &id in ids {
+                let found: Option<(i64, i64)> = find
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(err("finding an acknowledged row"))?;
+                if let Some((n, len)) = found {
+                    delete.execute([id]).map_err(err("deleting a row"))?;
+                    rows += 1;
+                    records += n as u64;
+                    bytes += len as u64 + ROW_OVERHEAD;
+                }
+            }
+        }
+        tx.commit().map_err(err("committing deletes"))?;
+        self.rows -= rows;
+        self.records -= records;
+        self.bytes = self.bytes.saturating_sub(bytes);
+        self.deleted_since_vacuum += rows;
+        self.maybe_vacuum()
     }
 
     /// A handed-out row becomes available again.
     pub fn give_back(&mut self, id: i64) {
-        self.handed_out.remove(&id);
+        if self.handed_out.remove(&id) {
+            self.returned.insert(id);
+        }
     }
 
     /// Every handed-out row becomes available again (after a disconnect).
     pub fn reset_handed_out(&mut self) {
+        // Acknowledged rows must not be handed out again from the start.
+        if let Err(e) = self.flush_acks() {
+            tracing::error!(error = %e, "cannot delete acknowledged rows; they may be sent again");
+            self.acked.clear();
+        }
         self.handed_out.clear();
+        self.returned.clear();
+        self.cursor = 0;
     }
 
     /// Whether rows wait that are not handed out.
     pub fn has_waiting(&self) -> bool {
-        self.rows > self.handed_out.len() as u64
+        self.rows > (self.handed_out.len() + self.acked.len()) as u64
     }
 
     /// Depth and size.
@@ -599,12 +725,21 @@ impl Spool {
             Ok(conn) => {
                 self.conn = conn;
                 self.corruptions += 1;
-                self.handed_out.clear();
+                self.acked.clear();
+                self.reset_handed_out();
                 let _ = self.recount();
             }
             Err(e) => {
                 tracing::error!(path = %self.path.display(), error = %e, "cannot recreate the spool")
             }
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_acks() {
+            tracing::warn!(error = %e, "acknowledged rows not deleted at close; they will be sent again");
         }
     }
 }

@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# Builds the tests for aarch64-unknown-linux-gnu and runs them under qemu-aarch64 (user mode),
-# on a Debian x86_64 host without Docker. Installs what it needs (idempotent).
+# Builds the ring's, the adapters' and the gateway's tests for aarch64-unknown-linux-gnu and
+# runs them under qemu-aarch64 (user mode) on a Debian x86_64 host without Docker. The peers
+# (mosquitto, pymodbus, socat) stay native x86_64 processes on loopback. Installs what it needs
+# (idempotent).
 #
-#   cross/test-aarch64.sh [cargo test args...]     default: the ring's tests
+#   cross/test-aarch64.sh                         the three suites (what CI runs)
+#   cross/test-aarch64.sh [cargo test args...]    anything else, e.g. -p edgegw --test demo
+#
+# How the aarch64 processes run:
+# - cargo starts each test binary through CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER
+#   (qemu-aarch64 -L /usr/aarch64-linux-gnu, from cross/env.sh);
+# - the tests then start aarch64 children themselves: the gateway binary (CARGO_BIN_EXE_...),
+#   which starts its adapter processes and the demo's broker from std::env::current_exe(),
+#   and test binaries that re-exec themselves. qemu-user does not follow execve, so everything
+#   runs under cross/with-binfmt.sh, which maps aarch64 executables to qemu through
+#   binfmt_misc, as an ARM64 host runs them natively. No launcher variable in the code.
 #
 # qemu-user proves the ARM64 build runs; it does not reproduce every weak-memory reordering of
 # real ARM cores (the loom model is the proof of the orderings). Two qemu-user facts the ring's
@@ -15,33 +27,23 @@
 # Set CARGO_TARGET_DIR to keep these builds apart from the host's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source cross/env.sh
+cross_setup aarch64-unknown-linux-gnu
 
-need=()
-for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if ((${#need[@]})); then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
-
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
-export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
-# Tests that re-exec their own binary need the emulator in front of it.
-export EDGEGW_TEST_EXEC_WRAPPER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER"
 # Emulation is slower, and every exec'd producer pays qemu's start-up: a smaller stress run
 # (still every record checked) and a longer watchdog (it catches hangs, not slowness).
 export RINGBUF_STRESS_RECORDS="${RINGBUF_STRESS_RECORDS:-5000000}"
 export RINGBUF_STRESS_WATCHDOG_SECS="${RINGBUF_STRESS_WATCHDOG_SECS:-300}"
 
+run() { cross/with-binfmt.sh cargo test --release --locked --target aarch64-unknown-linux-gnu "$@"; }
+
 if (($#)); then
-    cargo test --release --target aarch64-unknown-linux-gnu "$@"
-else
-    # The ring's unit, model and API tests, and tests/stress.rs (fork and exec producers killed
-    # at random), all verified under qemu. tests/cross_process.rs runs on the host; it has a qemu
-    # allowance for the RCU thread (above), but was not yet verified here end to end.
-    cargo test --release --target aarch64-unknown-linux-gnu -p edgegw-ringbuf --lib --test api --test model --test stress
+    run "$@"
+    exit
 fi
+
+# Build first (outside the emulator's accounting), then run. --lib --bins --tests: the doc
+# tests are target-independent examples and run on the host.
+suites=(-p edgegw-ringbuf -p edgegw-plc -p edgegw --lib --bins --tests)
+cargo test --release --locked --target aarch64-unknown-linux-gnu "${suites[@]}" --no-run
+run "${suites[@]}"

@@ -33,7 +33,7 @@ done
 # cargo-deb builds the binary with the profile and strips it in the package. For the host's
 # own triple it builds without --target, into target/<profile>/ (what `cargo test --release`
 # already built, in CI).
-args=(--locked -p edgegw --profile "$profile")
+args=(--locked -p edgegw --profile "$profile" --strip)
 [[ $target == "$(rustc -vV | sed -n 's/^host: //p')" ]] || args+=(--target "$target")
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

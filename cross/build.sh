@@ -4,7 +4,7 @@
 # it needs first (Debian packages, the rustup target; for musl zig and cargo-zigbuild from
 # PyPI); quick when everything is present. Needs root for apt-get.
 #
-#   cross/build.sh aarch64-unknown-linux-gnu      # ARM64, glibc (Debian 12 / Ubuntu 22.04 devices)
+#   cross/build.sh aarch64-unknown-linux-gnu      # ARM64, glibc >= 2.36 (Debian 12 devices)
 #   cross/build.sh x86_64-unknown-linux-gnu       # amd64
 #   cross/build.sh aarch64-unknown-linux-musl     # ARM64, static (see cross/README.md)
 #   cross/build.sh TARGET --profile release       # [profile.release] instead of [profile.dist]

@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# Builds the tests for aarch64-unknown-linux-gnu and runs them under qemu-aarch64 (user mode),
-# on a Debian x86_64 host without Docker. Installs what it needs (idempotent).
+# Builds the ring's, the adapters' and the gateway's tests for aarch64-unknown-linux-gnu and
+# runs them under qemu-aarch64 (user mode) on a Debian x86_64 host without Docker. The peers
+# (mosquitto, pymodbus, socat) stay native x86_64 processes on loopback. Installs what it needs
+# (idempotent).
 #
-#   cross/test-aarch64.sh [cargo test args...]     default: the ring's tests
+#   cross/test-aarch64.sh                         the three suites (what CI runs)
+#   cross/test-aarch64.sh [cargo test args...]    anything else, e.g. -p edgegw --test demo
+#
+# How the aarch64 processes run:
+# - cargo starts each test binary through CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER
+#   (qemu-aarch64 -L /usr/aarch64-linux-gnu, from cross/env.sh);
+# - the tests then start aarch64 children themselves: the gateway binary (CARGO_BIN_EXE_...),
+#   which starts its adapter processes and the demo's broker from std::env::current_exe(),
+#   and test binaries that re-exec themselves. qemu-user does not follow execve, so everything
+#   runs under cross/with-binfmt.sh, which maps aarch64 executables to qemu through
+#   binfmt_misc, as an ARM64 host runs them natively. No launcher variable in the code.
 #
 # qemu-user proves the ARM64 build runs; it does not reproduce every weak-memory reordering of
 # real ARM cores (the loom model is the proof of the orderings). Two qemu-user facts the ring's
@@ -15,33 +27,47 @@
 # Set CARGO_TARGET_DIR to keep these builds apart from the host's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source cross/env.sh
+cross_setup aarch64-unknown-linux-gnu
 
-need=()
-for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if ((${#need[@]})); then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
-
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
-export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
-# Tests that re-exec their own binary need the emulator in front of it.
-export EDGEGW_TEST_EXEC_WRAPPER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER"
 # Emulation is slower, and every exec'd producer pays qemu's start-up: a smaller stress run
-# (still every record checked) and a longer watchdog (it catches hangs, not slowness).
-export RINGBUF_STRESS_RECORDS="${RINGBUF_STRESS_RECORDS:-5000000}"
+# (still every record checked, still at least 20 producers killed per scenario) and a longer
+# watchdog (it catches hangs, not slowness). With 5M records the exec scenarios of stress.rs and
+# cross_process.rs took over 300 s each under qemu on a loaded 2-core host.
+export RINGBUF_STRESS_RECORDS="${RINGBUF_STRESS_RECORDS:-1000000}"
 export RINGBUF_STRESS_WATCHDOG_SECS="${RINGBUF_STRESS_WATCHDOG_SECS:-300}"
+# The ring's tests re-exec themselves through this prefix, so the child is a process named
+# qemu-aarch64 whose RCU thread the fork check recognises. (Started through binfmt_misc alone,
+# that thread carries the guest binary's name and the check refuses to fork: a limit of the
+# check's heuristic, see ringbuf/tests/xproc/mod.rs, not of the ring.)
+export EDGEGW_TEST_EXEC_WRAPPER="$CROSS_QEMU_AARCH64"
+
+# Excluded under qemu, each for a reason of emulation speed, not of the ARM64 build. They run
+# on the host in the main test stage. Emulated code runs several times slower than native, and
+# CI shares 2 cores with the native peers:
+skips=(
+    # The adapters mark a poll cycle that outlasts its interval Uncertain(Overrun), and these
+    # tests require every cycle on time (100 ms intervals): under qemu cycles overran.
+    --skip every_type_and_byte_order_matches_what_pymodbus_encodes
+    --skip a_silent_device_does_not_delay_another_devices_polls
+    --skip illegal_address_reports_exception_code_2_and_other_reads_stay_good
+    --skip units_on_one_serial_line_are_polled_and_a_silent_unit_only_times_out_itself
+    # The test's premise is that a SIGKILLed mosquitto has already written every acknowledged
+    # message to its connected subscriber; with the subscriber emulated (slow to read), 6
+    # broker-acknowledged batches were still in mosquitto's queue when it died. The sink's own
+    # checks (every batch acknowledged or handed back) passed.
+    --skip broker_killed_mid_stream_every_unacked_batch_is_handed_back
+)
+
+run() { cross/with-binfmt.sh cargo test --release --locked --target aarch64-unknown-linux-gnu "$@"; }
 
 if (($#)); then
-    cargo test --release --target aarch64-unknown-linux-gnu "$@"
-else
-    # The ring's unit, model and API tests, and tests/stress.rs (fork and exec producers killed
-    # at random), all verified under qemu. tests/cross_process.rs runs on the host; it has a qemu
-    # allowance for the RCU thread (above), but was not yet verified here end to end.
-    cargo test --release --target aarch64-unknown-linux-gnu -p edgegw-ringbuf --lib --test api --test model --test stress
+    run "$@"
+    exit
 fi
+
+# Build first (outside the emulator's accounting), then run. --lib --bins --tests: the doc
+# tests are target-independent examples and run on the host.
+suites=(-p edgegw-ringbuf -p edgegw-plc -p edgegw --lib --bins --tests)
+cargo test --release --locked --target aarch64-unknown-linux-gnu "${suites[@]}" --no-run
+run --no-fail-fast "${suites[@]}" -- "${skips[@]}"

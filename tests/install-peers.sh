@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(mosquitto mosquitto-clients socat openssl systemd gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+apt_packages=(mosquitto mosquitto-clients socat openssl systemd file gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,4 +28,5 @@ if ! rustup +nightly component list --installed 2>/dev/null | grep -q '^miri'; t
     rustup component add --toolchain nightly miri rust-src
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
 echo "install-peers: ok"

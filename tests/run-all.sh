@@ -29,7 +29,7 @@ stage "fuzz (short runs; long-run commands in plc-adapters/README.md)"
     && cargo +nightly fuzz run decode corpus/decode seeds/decode -- -max_total_time=30 \
     && cargo +nightly fuzz run config corpus/config seeds/config -- -max_total_time=30)
 
-stage "ARM64 and packages: ring, adapter and gateway tests under qemu-aarch64, the demo under qemu, the arm64 and amd64 .deb"
+stage "ARM64 and packages: the ring's tests under qemu-aarch64, the aarch64 demo under qemu, the arm64 and amd64 .deb"
 bash cross/ci.sh
 
 stage "done"

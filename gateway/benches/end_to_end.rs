@@ -102,7 +102,7 @@ fn main() {
         rate_hz: env_or("EDGEGW_BENCH_RATE_HZ", DEFAULT_RATE_HZ),
         max_batch: env_or("EDGEGW_BENCH_MAX_BATCH", MAX_BATCH),
         inflight: env_or("EDGEGW_BENCH_INFLIGHT", INFLIGHT),
-        ring_capacity: env_or("EDGEGW_BENCH_RING", 65_536),
+        ring_capacity: env_or("EDGEGW_BENCH_RING", 16_384),
     };
     let offered = set.rate_hz * f64::from(SOURCES) * TAGS_PER_SOURCE as f64;
     println!(

@@ -28,7 +28,7 @@ fn defaults_fill_in_everything_but_name_broker_and_sources() {
     let cfg = parse(MINIMAL);
     assert_eq!(cfg.gateway.state_dir, Path::new("/var/lib/edge-gateway"));
     assert_eq!(cfg.gateway.shutdown_timeout, Duration::from_secs(10));
-    assert_eq!(cfg.gateway.ring_capacity, 65_536);
+    assert_eq!(cfg.gateway.ring_capacity, 16_384);
     assert_eq!(cfg.mqtt.port, Some(1883));
     assert_eq!(cfg.mqtt.client_id.as_deref(), Some("gw-1"));
     assert_eq!(cfg.mqtt.qos, 1);

@@ -71,7 +71,7 @@ fn records_flow_then_a_broker_outage_grows_the_spool_and_reconnects_replay_it() 
     assert_eq!(later.value(r#"edgegw_adapter_up{source="sim"}"#), 1.0);
     assert_eq!(
         later.value(r#"edgegw_ring_capacity_records{source="sim"}"#),
-        65536.0
+        16384.0
     );
     assert!(
         later

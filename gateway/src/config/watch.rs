@@ -50,7 +50,7 @@ impl std::fmt::Display for ReloadTrigger {
 }
 
 /// An inotify watch on the directory of one configuration file. A reader thread polls the
-/// inotify descriptor (no unsafe registration with the runtime needed) and forwards the
+/// inotify descriptor (no raw-fd registration with the runtime needed) and forwards the
 /// relevant events; it ends within [`POLL`] once the watch is dropped.
 #[derive(Debug)]
 pub struct ConfigWatch {

@@ -2,7 +2,7 @@
 //! processes, reach the gateway.
 //!
 //! # Design constraints
-//! - No shared memory beyond the ring (no unsafe code outside `ringbuf`), and polling must
+//! - No shared memory beyond the ring (shared memory code lives only in `ringbuf`), and polling must
 //!   never wait on the gateway.
 //! - Counters are cumulative, so a lost report loses freshness, never counts.
 //!

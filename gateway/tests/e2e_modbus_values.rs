@@ -7,15 +7,13 @@
 mod gateway;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
-#[path = "common/pymodbus.rs"]
-mod pymodbus;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use edgegw_tests::pymodbus::{NumericCase, PyModbus, numeric_cases};
 use gateway::{GatewayProcess, Record, Seen, collect_until};
 use mosquitto::{BrokerOptions, Mosquitto, Subscriber, SubscriberOptions};
-use pymodbus::PyModbus;
 use serde_json::{Value, json};
 
 /// What a tag must arrive as.
@@ -46,61 +44,29 @@ fn tag(name: &str, table: &str, address: u32, extra: &str) -> String {
     )
 }
 
+/// What a subscriber reads for one of the shared numeric cases. A 17-digit float may come
+/// back 1 ulp off from serde_json's default parser, so f64 is compared with a tolerance.
+fn arrives_as(case: &NumericCase) -> Want {
+    let v = &case.value;
+    match case.ours {
+        "f64" => Want::Near(v.as_f64().expect("a float case"), 1e-15),
+        "f32" => Want::F64(v.as_f64().expect("a float case")),
+        t if t.starts_with('i') => Want::I64(v.as_i64().expect("an integer case")),
+        _ => Want::U64(v.as_u64().expect("an unsigned case")),
+    }
+}
+
 /// Every type the adapter decodes, in the default order (ABCD) and one word-swapped order
 /// (CDAB, for the multi-register ones), plus strings, bits of a register, scale and offset,
 /// input registers, coils, discrete inputs, and one address the device does not have.
 fn fixture() -> Fixture {
-    let numeric: [(&str, &str, u32, Value, Want); 8] = [
-        ("int16", "i16", 1, json!(-12345), Want::I64(-12345)),
-        ("uint16", "u16", 1, json!(54321), Want::U64(54321)),
-        (
-            "int32",
-            "i32",
-            2,
-            json!(-123_456_789),
-            Want::I64(-123_456_789),
-        ),
-        (
-            "uint32",
-            "u32",
-            2,
-            json!(3_123_456_789u32),
-            Want::U64(3_123_456_789),
-        ),
-        (
-            "int64",
-            "i64",
-            4,
-            json!(-1_234_567_890_123_456_789i64),
-            Want::I64(-1_234_567_890_123_456_789),
-        ),
-        (
-            "uint64",
-            "u64",
-            4,
-            json!(12_345_678_901_234_567_890u64),
-            Want::U64(12_345_678_901_234_567_890),
-        ),
-        (
-            "float32",
-            "f32",
-            2,
-            json!(-1234.5625),
-            Want::F64(-1234.5625),
-        ),
-        (
-            "float64",
-            "f64",
-            4,
-            json!(std::f64::consts::PI),
-            Want::Near(std::f64::consts::PI, 1e-15),
-        ),
-    ];
     let mut holding = Vec::new();
     let mut tags = String::new();
     let mut want = Vec::new();
     let mut addr = 0u32;
-    for (py, ours, width, value, expected) in numeric {
+    for case in numeric_cases() {
+        let (py, ours, width, value) = (case.pymodbus, case.ours, case.width, &case.value);
+        let expected = arrives_as(&case);
         let orders: &[&str] = if width == 1 {
             &["ABCD"]
         } else {
@@ -199,7 +165,7 @@ fn now_ns() -> u64 {
 /// Runs pymodbus, mosquitto and the gateway until every tag has arrived, stops the gateway
 /// with SIGTERM, and returns what the subscriber saw with the time window of the run.
 async fn run_fixture(fx: &Fixture) -> (Seen, u64, u64) {
-    let peer = PyModbus::tcp(&fx.spec);
+    let peer = PyModbus::tcp(&fx.spec, 0);
     let broker = Mosquitto::start(&BrokerOptions::default());
     let mut sub = Subscriber::start(broker.port, "edge-gateway/#", SubscriberOptions::default());
     sub.wait_subscribed(0, Duration::from_secs(10)).await;
@@ -231,7 +197,7 @@ name = "all"
 interval_ms = 100
 {tags}"#,
             port = broker.port,
-            plc = peer.port,
+            plc = peer.port(),
             tags = fx.tags
         ),
     )

@@ -137,7 +137,7 @@ fn main() {
         _sims.iter().map(|s| s.local_addr().port()).collect()
     } else {
         let spec = serde_json::json!({"bench": {"n_u16": a.n_u16, "n_f32": a.n_f32, "devices": a.devices}});
-        let peer = support::PyModbus::bench(&spec, a.devices);
+        let peer = edgegw_tests::pymodbus::PyModbus::many(&spec, a.devices);
         let ports = peer.ready.iter().map(|p| p.parse().unwrap()).collect();
         _peer = Some(peer);
         ports

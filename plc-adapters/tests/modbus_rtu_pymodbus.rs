@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use edgegw_plc::{AdapterConfig, BadReason, Quality};
 use edgegw_ringbuf::Value;
+use edgegw_tests::pymodbus::PyModbus;
+use edgegw_tests::socat::PtyPair;
 use serde_json::json;
-use support::{PtyPair, PyModbus, Running, of_tag, quality};
+use support::{Running, of_tag, quality};
 
 fn rtu_device(name: &str, port: &str, unit: u8) -> String {
     format!(

@@ -10,59 +10,20 @@ use std::time::Duration;
 use edgegw_plc::modbus::ModbusLink;
 use edgegw_plc::{AdapterConfig, BadReason, Quality};
 use edgegw_ringbuf::{TelemetryRecord, Value};
+use edgegw_tests::pymodbus::{NumericCase, PyModbus, numeric_cases};
 use serde_json::json;
-use support::{PyModbus, Running, of_tag, quality};
+use support::{Running, of_tag, quality};
 
 const ORDERS: [&str; 4] = ["ABCD", "BADC", "CDAB", "DCBA"];
 
-/// (pymodbus type, our type, width in registers, value as pymodbus writes it, value we expect)
-fn numeric_cases() -> Vec<(&'static str, &'static str, u32, serde_json::Value, Value)> {
-    vec![
-        ("int16", "i16", 1, json!(-12345), Value::I64(-12345)),
-        ("uint16", "u16", 1, json!(54321), Value::U64(54321)),
-        (
-            "int32",
-            "i32",
-            2,
-            json!(-123_456_789),
-            Value::I64(-123_456_789),
-        ),
-        (
-            "uint32",
-            "u32",
-            2,
-            json!(3_123_456_789u32),
-            Value::U64(3_123_456_789),
-        ),
-        (
-            "int64",
-            "i64",
-            4,
-            json!(-1_234_567_890_123_456_789i64),
-            Value::I64(-1_234_567_890_123_456_789),
-        ),
-        (
-            "uint64",
-            "u64",
-            4,
-            json!(12_345_678_901_234_567_890u64),
-            Value::U64(12_345_678_901_234_567_890),
-        ),
-        (
-            "float32",
-            "f32",
-            2,
-            json!(-1234.5625),
-            Value::F64(-1234.5625),
-        ),
-        (
-            "float64",
-            "f64",
-            4,
-            json!(std::f64::consts::PI),
-            Value::F64(std::f64::consts::PI),
-        ),
-    ]
+/// What a correct decoder reads for one of the shared numeric cases.
+fn decoded(case: &NumericCase) -> Value {
+    let v = &case.value;
+    match case.ours.as_bytes()[0] {
+        b'i' => Value::I64(v.as_i64().expect("an integer case")),
+        b'u' => Value::U64(v.as_u64().expect("an unsigned case")),
+        _ => Value::F64(v.as_f64().expect("a float case")),
+    }
 }
 
 struct Fixture {
@@ -90,7 +51,9 @@ fn fixture() -> Fixture {
     let mut tags = String::new();
     let mut expected = Vec::new();
     let mut addr = 0u32;
-    for (py, ours, width, value, want) in numeric_cases() {
+    for case in numeric_cases() {
+        let (py, ours, width, value) = (case.pymodbus, case.ours, case.width, &case.value);
+        let want = decoded(&case);
         for order in ORDERS {
             let name = format!("{ours}_{order}");
             holding.push(json!({"address": addr, "type": py, "order": order, "value": value}));

@@ -62,7 +62,7 @@ fn config(port: u16) -> AdapterConfig {
 
 #[test]
 fn steady_state_polling_allocates_only_what_tokio_modbus_reads_allocate() {
-    let peer = support::PyModbus::tcp(&spec(), 0);
+    let peer = edgegw_tests::pymodbus::PyModbus::tcp(&spec(), 0);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", peer.port()).parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

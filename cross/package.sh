@@ -4,6 +4,8 @@
 #   cross/package.sh aarch64-unknown-linux-gnu    # -> target/debian/edge-gateway_<ver>-1_arm64.deb
 #   cross/package.sh x86_64-unknown-linux-gnu     # -> target/debian/edge-gateway_<ver>-1_amd64.deb
 #   cross/package.sh TARGET --profile release     # from [profile.release] instead of [profile.dist]
+#   cross/package.sh TARGET --profile P --no-build # package the binary already in
+#                                                  # $CARGO_TARGET_DIR (default target/)
 #
 # Installs cargo-deb (crates.io) and the cross toolchain if missing. The package metadata is
 # [package.metadata.deb] in gateway/Cargo.toml; the unit and the sysusers file come from
@@ -14,14 +16,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source cross/env.sh
 
-usage() { sed -n '2,7p' "$0" >&2; exit 2; }
-(($# == 1 || $# == 3)) || usage
+usage() { sed -n '2,9p' "$0" >&2; exit 2; }
+(($#)) || usage
 target=$1
+shift
 profile=dist
-if (($# == 3)); then
-    [[ $2 == --profile ]] || usage
-    profile=$3
-fi
+no_build=()
+while (($#)); do
+    case $1 in
+    --profile) (($# >= 2)) || usage; profile=$2; shift 2 ;;
+    --no-build) no_build=(--no-build); shift ;;
+    *) usage ;;
+    esac
+done
 cross_setup "$target"
 cross_apt dpkg-dev
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
@@ -30,10 +37,10 @@ for f in systemd/edge-gateway.service systemd/edge-gateway.sysusers; do
     [[ -f $f ]] || { echo "package: $f is missing (the systemd unit work provides it)" >&2; exit 1; }
 done
 
-# cargo-deb builds the binary with the profile and strips it in the package. For the host's
-# own triple it builds without --target, into target/<profile>/ (what `cargo test --release`
-# already built, in CI).
-args=(--locked -p edgegw --profile "$profile" --strip)
+# cargo-deb builds the binary with the profile (or, with --no-build, takes the one that is
+# there) and strips it in the package. For the host's own triple it builds without --target,
+# into target/<profile>/ (what `cargo test --release` already built, in CI).
+args=(--locked -p edgegw --profile "$profile" --strip "${no_build[@]}")
 [[ $target == "$(rustc -vV | sed -n 's/^host: //p')" ]] || args+=(--target "$target")
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

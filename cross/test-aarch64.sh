@@ -5,7 +5,12 @@
 # (idempotent).
 #
 #   cross/test-aarch64.sh                         the three suites (what CI runs)
+#   cross/test-aarch64.sh --build                 only build them (CI does it in the background)
 #   cross/test-aarch64.sh [cargo test args...]    anything else, e.g. -p edgegw --test demo
+#
+# Builds go to $CARGO_TARGET_DIR, by default target/cross: apart from the host's target/, which
+# a running `cargo test` keeps locked, so the two can build and run side by side. The gateway
+# binary these builds make is target/cross/aarch64-unknown-linux-gnu/release/edge-gateway.
 #
 # How the aarch64 processes run:
 # - cargo starts each test binary through CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER
@@ -24,9 +29,9 @@
 #   identifies a live side by an OFD lock on its memfd, never by pid + start time;
 # - every emulated process has a second host thread (qemu's RCU thread, named qemu-aarch64),
 #   which qemu quiesces around fork; the fork tests allow it and no other thread.
-# Set CARGO_TARGET_DIR to keep these builds apart from the host's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cross}"
 source cross/env.sh
 cross_setup aarch64-unknown-linux-gnu
 
@@ -61,7 +66,7 @@ skips=(
 
 run() { cross/with-binfmt.sh cargo test --release --locked --target aarch64-unknown-linux-gnu "$@"; }
 
-if (($#)); then
+if (($#)) && [[ $1 != --build ]]; then
     run "$@"
     exit
 fi
@@ -70,4 +75,5 @@ fi
 # tests are target-independent examples and run on the host.
 suites=(-p edgegw-ringbuf -p edgegw-plc -p edgegw --lib --bins --tests)
 cargo test --release --locked --target aarch64-unknown-linux-gnu "${suites[@]}" --no-run
+[[ ${1:-} == --build ]] && exit
 run --no-fail-fast "${suites[@]}" -- "${skips[@]}"

@@ -280,14 +280,19 @@ fn a_consumer_with_no_spin_limit_parks_at_once_and_is_woken() {
         tid_tx.send(nix::unistd::gettid()).unwrap();
         c.wait(Some(Duration::from_secs(30))).unwrap()
     });
-    // Push only once the consumer thread sleeps (state S: parked in poll, not spinning).
+    // Push only once the consumer thread is blocked in poll (parked, not spinning). Sleeping
+    // (state S) alone is not enough: under qemu-user a thread also sleeps on the emulator's
+    // own locks, before it has parked. /proc/<tid>/syscall names the host's syscall: poll (7)
+    // or ppoll (271) on an x86_64 host (also for an aarch64 guest's ppoll under qemu), ppoll
+    // (73) on an aarch64 host.
     let tid = tid_rx.recv().unwrap();
-    let stat = format!("/proc/self/task/{tid}/stat");
+    let syscall = format!("/proc/self/task/{tid}/syscall");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&stat)
+    while !std::fs::read_to_string(&syscall)
         .unwrap()
-        .rsplit_once(") ")
-        .is_some_and(|(_, rest)| rest.starts_with('S'))
+        .split_whitespace()
+        .next()
+        .is_some_and(|nr| matches!(nr, "7" | "271" | "73"))
     {
         assert!(
             Instant::now() < deadline,

@@ -9,7 +9,7 @@ use edgegw::config::{self, ResolvedConfig, SYNTHETIC_SOURCE_ID_BASE, SourceKind,
 use edgegw_plc::config::AdapterConfig;
 use edgegw_plc::modbus::{LinkCounters, run_link};
 use edgegw_plc::sim::{ModbusSim, SimSpec, SyntheticSource};
-use edgegw_plc::{Emitter, FullPolicy, VecSink};
+use edgegw_plc::{Emitter, FullPolicy, Quality, UncertainReason, VecSink};
 use edgegw_ringbuf::{TelemetryRecord, ValueKind};
 
 /// A TCP device between two units of one serial line (so record source ids of the line are
@@ -257,10 +257,19 @@ async fn records_polled_from_a_device_map_to_their_tags() {
     )
     .await;
     let records = emitter.into_sink().records;
+    // Every read is answered: each record is Good, or Uncertain(Overrun) when a cycle took
+    // longer than its interval (it does under qemu-user on a loaded host; this test is about
+    // which tag a record maps to, not about timing). Never Bad.
+    let answered = |r: &TelemetryRecord| {
+        matches!(
+            Quality::from_code(r.quality, 0),
+            Some(Quality::Good | Quality::Uncertain(UncertainReason::Overrun))
+        )
+    };
     assert!(
-        records.iter().all(|r| r.quality == 0),
+        records.iter().all(answered),
         "the simulator answers every read: {:?}",
-        records.iter().find(|r| r.quality != 0)
+        records.iter().find(|r| !answered(r))
     );
     assert_records_map(source, &records);
     sim.stop().await;

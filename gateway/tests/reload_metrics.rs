@@ -2,11 +2,12 @@
 //! `edge-gateway run`, with mosquitto (free loopback port) and the project's Modbus simulator.
 //! Every change is written to a temporary file renamed over the configuration (inotify).
 //!
-//! - A reload that removes a source, adds one and reconfigures the sink: the removed source's
-//!   series disappear, the added one's appear, the unchanged device's counters and the
-//!   forwarder's never go down (scraped every 50 ms through the reload) and keep growing, the
+//! - A reload that removes a device and a synthetic source, adds a synthetic source, moves a
+//!   device to a new ring (its record id changed) and reconfigures the sink: the removed
+//!   sources' series disappear, the added one's appear, the counters of both devices and of
+//!   the forwarder never go down (scraped every 50 ms through the reload) and keep growing, the
 //!   new sink's connection is counted, `/readyz` names the running sources, and the added
-//!   source's data reaches mosquitto.
+//!   source's data and the moved device's new epoch reach mosquitto.
 //! - A changed `[metrics]`: the endpoint moves to the new port and the old one closes; a port
 //!   that is taken rejects the whole reload (old endpoint serving, the other change not
 //!   applied, the error in the log, in `STATUS=` and counted); `enabled = false` closes it;
@@ -35,6 +36,8 @@ const PUBLISHED: &str = "edgegw_forwarder_published_batches_total";
 const ACKED: &str = "edgegw_forwarder_acknowledged_batches_total";
 const RECONNECTS: &str = "edgegw_forwarder_reconnects_total";
 const POLLS_A: &str = r#"edgegw_adapter_polls_total{source="plc-a"}"#;
+const POLLS_B: &str = r#"edgegw_adapter_polls_total{source="plc-b"}"#;
+const CONNECTS_B: &str = r#"edgegw_adapter_connects_total{source="plc-b"}"#;
 
 /// Writes `text` to a temporary file beside `path` and renames it over `path`.
 fn replace_atomically(path: &Path, text: &str) {
@@ -55,14 +58,14 @@ fn refuses_connections(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
 }
 
-/// A gateway with device `plc-a` on the simulator at `plc`, the synthetic sources `synthetic`
-/// (100 Hz each), the broker at `broker` with `keepalive_s`, and `metrics` as its
-/// `[metrics]` table.
+/// A gateway with the Modbus TCP `devices` (name, simulator port; one register every 50 ms),
+/// the synthetic sources `synthetic` (100 Hz each), the broker at `broker` with `keepalive_s`,
+/// and `metrics` as its `[metrics]` table.
 fn config(
     dir: &Path,
     broker: u16,
     keepalive: u64,
-    plc: u16,
+    devices: &[(&str, u16)],
     synthetic: &[&str],
     metrics: &str,
 ) -> String {
@@ -83,19 +86,14 @@ backoff_max_ms = 500
 linger_ms = 20
 
 {metrics}
-
-[[devices]]
-name = "plc-a"
-protocol = "modbus-tcp"
-address = "127.0.0.1:{plc}"
-
-[[devices.groups]]
-name = "fast"
-interval_ms = 50
-tags = [{{ name = "t0", table = "holding-register", address = 0, type = "u16" }}]
 "#,
         state = dir.join("state").display()
     );
+    for (name, port) in devices {
+        text += &format!(
+            "\n[[devices]]\nname = \"{name}\"\nprotocol = \"modbus-tcp\"\naddress = \"127.0.0.1:{port}\"\n\n[[devices.groups]]\nname = \"fast\"\ninterval_ms = 50\ntags = [{{ name = \"t0\", table = \"holding-register\", address = 0, type = \"u16\" }}]\n"
+        );
+    }
     for name in synthetic {
         text += &format!(
             "\n[[synthetic]]\nname = \"{name}\"\ngroup = \"signals\"\ntags = [{{ name = \"n\", signal = \"counter\", rate_hz = 100.0 }}]\n"
@@ -138,8 +136,12 @@ fn assert_not_lower(earlier: &Metrics, later: &Metrics, names: &[&str]) {
 fn a_reload_shows_the_running_sources_and_no_counter_goes_down() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let sim = start_sim(&rt);
-    let plc = sim.local_addr().port();
+    let sims = [start_sim(&rt), start_sim(&rt)];
+    let (a, b) = (sims[0].local_addr().port(), sims[1].local_addr().port());
+    // plc-a stays as it is. Removing plc-z gives plc-b another record id, so plc-b gets a new
+    // ring and epoch, and must keep its counters.
+    let before_devices = [("plc-a", a), ("plc-z", a), ("plc-b", b)];
+    let after_devices = [("plc-a", a), ("plc-b", b)];
     let broker = Mosquitto::start(&BrokerOptions::default());
     let mut sub = rt.block_on(async {
         Subscriber::start(broker.port, "edge-gateway/#", SubscriberOptions::default())
@@ -147,30 +149,40 @@ fn a_reload_shows_the_running_sources_and_no_counter_goes_down() {
     rt.block_on(sub.wait_subscribed(0, LONG));
     let path = dir.path().join("gateway.toml");
     let metrics = "[metrics]\nport = 0";
-    std::fs::write(
-        &path,
-        config(dir.path(), broker.port, 15, plc, &["sim-x"], metrics),
-    )
-    .unwrap();
+    let write = |keepalive: u64, devices: &[(&str, u16)], synthetic: &[&str]| {
+        replace_atomically(
+            &path,
+            &config(
+                dir.path(),
+                broker.port,
+                keepalive,
+                devices,
+                synthetic,
+                metrics,
+            ),
+        );
+    };
+    write(15, &before_devices, &["sim-x"]);
     let mut gw = Gateway::start(&path);
 
-    let before = gw.scrape_until("plc-a polled and batches acknowledged", LONG, |m| {
-        m.n(POLLS_A) > 0.0 && m.n(ACKED) > 10.0
+    let before = gw.scrape_until("devices polled, batches acknowledged", LONG, |m| {
+        m.n(POLLS_A) > 0.0 && m.n(POLLS_B) > 0.0 && m.n(CONNECTS_B) > 0.0 && m.n(ACKED) > 10.0
     });
     assert_eq!(before.value(r#"edgegw_adapter_up{source="sim-x"}"#), 1.0);
     assert_eq!(before.value(RECONNECTS), 0.0);
     let (status, body) = gw.get("/readyz");
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("sources: plc-a, sim-x\n"), "{body}");
-
-    // One reload: sim-x removed, sim-y added, the sink reconfigured (keepalive).
-    replace_atomically(
-        &path,
-        &config(dir.path(), broker.port, 10, plc, &["sim-y"], metrics),
+    assert!(
+        body.contains("sources: plc-a, plc-z, plc-b, sim-x\n"),
+        "{body}"
     );
+
+    // One reload: plc-z and sim-x removed, sim-y added, plc-b on a new ring, the sink
+    // reconfigured (keepalive).
+    write(10, &after_devices, &["sim-y"]);
     // Scraped all through the reload: counters never go down, not even while the old sink
-    // closes and the new one connects.
-    let counters = [PUBLISHED, ACKED, POLLS_A];
+    // closes and the new one connects, or while plc-b moves to its new ring.
+    let counters = [PUBLISHED, ACKED, POLLS_A, POLLS_B, CONNECTS_B];
     let mut last = before;
     let start = Instant::now();
     let after = loop {
@@ -197,13 +209,15 @@ fn a_reload_shows_the_running_sources_and_no_counter_goes_down() {
         "edgegw_ring_occupancy_records",
         "edgegw_ring_dropped_records_total",
     ] {
-        let sample = format!(r#"{family}{{source="sim-x"}}"#);
-        assert_eq!(
-            after.get(&sample),
-            None,
-            "{sample} is gone:\n{}",
-            after.text
-        );
+        for gone in ["sim-x", "plc-z"] {
+            let sample = format!(r#"{family}{{source="{gone}"}}"#);
+            assert_eq!(
+                after.get(&sample),
+                None,
+                "{sample} is gone:\n{}",
+                after.text
+            );
+        }
         assert!(
             after
                 .get(&format!(r#"{family}{{source="sim-y"}}"#))
@@ -222,27 +236,35 @@ fn a_reload_shows_the_running_sources_and_no_counter_goes_down() {
     );
     let (status, body) = gw.get("/readyz");
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("sources: plc-a, sim-y\n"), "{body}");
+    assert!(body.contains("sources: plc-a, plc-b, sim-y\n"), "{body}");
+    assert!(
+        !after.text.contains(r#"source="plc-z""#),
+        "no series of plc-z:\n{}",
+        after.text
+    );
     assert!(body.contains("reloads: 1 applied, 0 rejected"), "{body}");
 
-    // The unchanged device and the new sink keep counting from where they were.
-    let later = gw.scrape_until("plc-a and the new sink keep counting", LONG, |m| {
-        m.n(POLLS_A) > after.value(POLLS_A) + 5.0 && m.n(ACKED) > after.value(ACKED) + 10.0
+    // Both devices and the new sink keep counting from where they were.
+    let later = gw.scrape_until("plc-a, plc-b and the new sink keep counting", LONG, |m| {
+        m.n(POLLS_A) > after.value(POLLS_A) + 5.0
+            && m.n(POLLS_B) > after.value(POLLS_B) + 5.0
+            && m.n(ACKED) > after.value(ACKED) + 10.0
     });
     assert_not_lower(&after, &later, &counters);
     assert!(later.value(PUBLISHED) >= later.value(ACKED));
 
-    // The added source's data reaches the broker, the unchanged device's still does.
+    // The added source's data reaches the broker, and plc-b's new epoch does.
     let mut seen = Seen::default();
     rt.block_on(collect_until(
         &mut sub.rx,
         &mut seen,
-        "records of sim-y and more of plc-a",
+        "records of sim-y and of plc-b's second epoch",
         LONG,
-        |s| s.distinct("sim-y") >= 50 && s.distinct("plc-a") >= 20,
+        |s| s.distinct("sim-y") >= 50 && s.epochs("plc-b").len() == 2,
     ));
+    assert_eq!(seen.epochs("plc-a").len(), 1, "plc-a kept its ring");
     gw.stop();
-    drop(sim);
+    drop(sims);
 }
 
 #[test]
@@ -250,7 +272,7 @@ fn a_changed_metrics_section_rebinds_the_endpoint_and_a_taken_port_keeps_the_old
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let sim = start_sim(&rt);
-    let plc = sim.local_addr().port();
+    let plc = [("plc-a", sim.local_addr().port())];
     let broker = Mosquitto::start(&BrokerOptions::default());
     let sock = dir.path().join("notify.sock");
     let notify = NotifySocket::listen(&sock);
@@ -258,7 +280,7 @@ fn a_changed_metrics_section_rebinds_the_endpoint_and_a_taken_port_keeps_the_old
     let write = |synthetic: &[&str], metrics: &str| {
         replace_atomically(
             &path,
-            &config(dir.path(), broker.port, 15, plc, synthetic, metrics),
+            &config(dir.path(), broker.port, 15, &plc, synthetic, metrics),
         );
     };
     write(&["sim"], "[metrics]\nport = 0");

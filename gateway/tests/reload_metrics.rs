@@ -25,11 +25,14 @@ mod metrics_scrape;
 mod mosquitto;
 #[path = "common/notify.rs"]
 mod notify;
+#[path = "common/reload.rs"]
+mod reload;
 
 use gateway::{Seen, collect_until};
 use metrics_scrape::{Gateway, Metrics, get};
 use mosquitto::{BrokerOptions, Mosquitto, Subscriber, SubscriberOptions, free_port};
 use notify::NotifySocket;
+use reload::{replace_atomically, wait_until};
 
 const LONG: Duration = Duration::from_secs(30);
 const PUBLISHED: &str = "edgegw_forwarder_published_batches_total";
@@ -38,21 +41,6 @@ const RECONNECTS: &str = "edgegw_forwarder_reconnects_total";
 const POLLS_A: &str = r#"edgegw_adapter_polls_total{source="plc-a"}"#;
 const POLLS_B: &str = r#"edgegw_adapter_polls_total{source="plc-b"}"#;
 const CONNECTS_B: &str = r#"edgegw_adapter_connects_total{source="plc-b"}"#;
-
-/// Writes `text` to a temporary file beside `path` and renames it over `path`.
-fn replace_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn refuses_connections(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()

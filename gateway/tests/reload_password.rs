@@ -16,10 +16,13 @@ mod gateway;
 mod metrics_scrape;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
+#[path = "common/reload.rs"]
+mod reload;
 
 use gateway::{Seen, collect_until, collect_until_quiet};
 use metrics_scrape::Gateway;
 use mosquitto::{BrokerOptions, Mosquitto, Subscriber, SubscriberOptions};
+use reload::replace_atomically;
 
 const LONG: Duration = Duration::from_secs(30);
 const FIRST: &str = "first-Secret-4711";
@@ -33,12 +36,6 @@ fn users(gateway_password: &str) -> Vec<(String, String)> {
         ("gw".into(), gateway_password.into()),
         ("checker".into(), "checker-pw".into()),
     ]
-}
-
-fn replace_atomically(path: &std::path::Path, text: &str) {
-    let tmp = path.with_file_name(".mqtt-password.new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 #[test]

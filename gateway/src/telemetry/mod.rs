@@ -277,6 +277,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_source_that_did_not_start_after_a_reload_makes_readyz_fail_and_says_which() {
+        let t = Telemetry::new(PathBuf::from("/nonexistent/spool.db"), None);
+        let (_tx, handle) = empty_handle();
+        let probes = Arc::clone(&handle.probes);
+        t.attach(handle);
+        *probes.not_started.lock().unwrap() = vec!["plc-x".into()];
+        probes.reloads_applied.store(1, Ordering::Relaxed);
+        probes.reloads_rejected.store(2, Ordering::Relaxed);
+        *probes.last_reload_error.lock().unwrap() = Some("gw.toml:1:1: a: b\nmore".into());
+        let (ready, body) = t.readiness();
+        assert!(!ready);
+        assert_eq!(
+            body,
+            "not ready: not started: plc-x\nsources: \nreloads: 1 applied, 2 rejected\nlast reload rejected: gw.toml:1:1: a: b\n"
+        );
+        probes.not_started.lock().unwrap().clear();
+        assert!(t.is_ready(), "the next reload started it");
+    }
+
+    #[tokio::test]
+    async fn ring_drops_of_removed_sources_stay_in_the_gap_total() {
+        let t = Telemetry::new(PathBuf::from("/nonexistent/spool.db"), None);
+        let (_tx, handle) = empty_handle();
+        handle
+            .probes
+            .ring_dropped_removed
+            .store(7, Ordering::Relaxed);
+        t.attach(handle);
+        let text = metrics::render(&metrics::registry(Arc::clone(&t)));
+        assert!(
+            text.contains("edgegw_gap_records_total{cause=\"ring_full\"} 7"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn the_registry_renders_without_a_spool_file_or_a_sink() {
         let t = Telemetry::new(PathBuf::from("/nonexistent/spool.db"), None);
         let (_tx, handle) = empty_handle();

@@ -216,6 +216,7 @@ pub async fn run_reloadable<S: EventSink + Send + 'static>(
         tx,
         catalog_tx,
         next_index: 0,
+        retired_drops: 0,
         probes: Arc::clone(&probes),
     };
     for source in g.plan.sources.clone() {
@@ -355,6 +356,8 @@ struct Gateway {
     catalog_tx: mpsc::UnboundedSender<Arc<SourceCatalog>>,
     /// The catalog slot the next started drain task gets (slots are never reused).
     next_index: u32,
+    /// Ring drops of sources stopped for good since the probes were last published.
+    retired_drops: u64,
     probes: Arc<Probes>,
 }
 
@@ -388,16 +391,21 @@ impl Gateway {
     }
 
     /// Keeps the ring drops of a source that is gone (or could not start again) in the
-    /// process totals.
-    fn retire(&self, carried: &Carried) {
-        self.probes
-            .ring_dropped_removed
-            .fetch_add(carried.ring_dropped, Relaxed);
+    /// process totals, from the next [`Gateway::publish_probes`] on (until then the source is
+    /// still listed, and its drops counted there).
+    fn retire(&mut self, carried: &Carried) {
+        self.retired_drops += carried.ring_dropped;
     }
 
-    fn publish_probes(&self) {
-        *self.probes.sources.lock().expect("probe lock") =
-            self.running.iter().map(RunningSource::probe).collect();
+    /// Lists the running sources for the metrics, the watchdog and `STATUS=`. The drops of
+    /// sources retired meanwhile move to the removed total under the same lock, so a reader
+    /// (`Probes::sources_and_removed_drops`) never counts them twice or not at all.
+    fn publish_probes(&mut self) {
+        let mut sources = self.probes.sources.lock().expect("probe lock");
+        *sources = self.running.iter().map(RunningSource::probe).collect();
+        self.probes
+            .ring_dropped_removed
+            .fetch_add(std::mem::take(&mut self.retired_drops), Relaxed);
     }
 
     /// Applies an accepted reload (see the module docs). Sources end up in the new plan's order.

@@ -160,7 +160,7 @@ impl Collector for GatewayCollector {
 
         if let Some(run) = t.run.get() {
             // The sources running now: series of a source a reload removed are gone.
-            let sources = run.sources();
+            let (sources, removed_drops) = run.probes.sources_and_removed_drops();
             let reports: Vec<_> = sources
                 .iter()
                 .map(|s| (s.name.as_str(), s.adapter.report.snapshot(), &s.adapter))
@@ -268,8 +268,7 @@ impl Collector for GatewayCollector {
                 rings.iter().map(|(n, _, d)| (vec![("source", *n)], *d)),
             )?;
             // Drops of removed sources stay in the process total, which only ever grows.
-            let ring_dropped: u64 = rings.iter().map(|(_, _, d)| d).sum::<u64>()
-                + run.probes.ring_dropped_removed.load(Ordering::Relaxed);
+            let ring_dropped: u64 = rings.iter().map(|(_, _, d)| d).sum::<u64>() + removed_drops;
 
             let d = *run.dispatch.borrow();
             if let Some(sink) = &t.sink {

@@ -273,6 +273,16 @@ impl Probes {
         }
     }
 
+    /// The running sources, and the ring drops of the sources removed before them, read
+    /// together (the daemon moves a removed source's drops under the same lock).
+    pub fn sources_and_removed_drops(&self) -> (Vec<SourceProbe>, u64) {
+        let sources = self.sources.lock().expect("probe lock");
+        (
+            sources.clone(),
+            self.ring_dropped_removed.load(Ordering::Relaxed),
+        )
+    }
+
     /// The spool depth the dispatch loop last published: (batches, records).
     pub fn spool_depth(&self) -> (u64, u64) {
         (

@@ -110,7 +110,7 @@ tags = [{{ name = "n", signal = "counter", rate_hz = 200.0 }}]
     ));
 
     // The broker now wants the second password; the gateway still has the first.
-    broker.kill();
+    broker.stop();
     broker.set_users(&users(SECOND));
     let subscribed = *sub.subscribed.borrow();
     broker.restart();

@@ -204,8 +204,8 @@ fn gateway_main(spec: &GatewaySpec) {
                     tick.tick().await;
                     let d = *handle.dispatch.borrow();
                     let (mut pushed, mut dropped) = (0, 0);
-                    for (_, ring) in &handle.rings {
-                        let s = ring.stats();
+                    for source in handle.sources() {
+                        let s = source.ring.stats();
                         pushed += s.pushed;
                         dropped += s.dropped_full;
                     }

@@ -61,19 +61,18 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        // Before anything else: SIGHUP's default action would end the process.
-        let metrics_addr = cfg.metrics;
+        // Before anything else: SIGHUP's default action would end the process. Then the
+        // metrics endpoint, which the reloads move or turn off.
         let config_path = path.to_owned();
-        let reloads =
-            crate::reload::reloads(path, cfg, move |cfg| Ok(mqtt_sink(&config_path, cfg)?))?;
-        let _metrics = match metrics_addr {
-            Some(addr) => Some(
-                crate::telemetry::http::MetricsServer::start(addr, Arc::clone(&telemetry))
-                    .await
-                    .with_context(|| format!("metrics endpoint: cannot listen on {addr}"))?,
-            ),
-            None => None,
-        };
+        // A sink built by a reload continues the counters of the first one (and of every
+        // sink since): the metrics' totals are the process's.
+        let counters = sink.counters();
+        let reloads = crate::reload::reloads(
+            path,
+            cfg,
+            move |cfg| Ok(mqtt_sink(&config_path, cfg)?.continuing(Arc::clone(&counters))),
+            Arc::clone(&telemetry),
+        )?;
         let on_stop = Arc::clone(&telemetry);
         let shutdown = async move {
             let mut term =
@@ -87,7 +86,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         };
         let summary =
             crate::daemon::run_reloadable(plan, sink, shutdown, Some(reloads), |handle| {
-                tracing::info!(sources = handle.rings.len(), "ready");
+                tracing::info!(sources = handle.sources().len(), "ready");
                 telemetry.attach(handle);
             })
             .await?;

@@ -21,8 +21,10 @@
 //! - its adapter's job changed (tags, intervals, addresses): the adapter is stopped first, the
 //!   ring drained under the old catalog, then a new adapter continues the same ring, epoch and
 //!   sequence under the new catalog;
-//! - its ring's id or size changed, or it is new: a new ring with the next epoch;
-//! - removed: its adapter is stopped and its ring drained, then dropped.
+//! - its ring's id or size changed, or it is new: a new ring with the next epoch (a source
+//!   that keeps its name keeps its counters: adapter totals, and ring drops carried over);
+//! - removed: its adapter is stopped and its ring drained, then dropped (its ring drops stay
+//!   in the process totals).
 //!
 //! The sink is replaced only if its settings changed: the old one is closed (what it had in
 //! flight is spooled and replayed through the new one), then the new one connects. The spool
@@ -111,15 +113,22 @@ pub struct RunSummary {
     pub ring_drops: Vec<(String, u64)>,
 }
 
-/// Live view of a running gateway (the demo prints it; metrics will read it).
+/// Live view of a running gateway (the demo prints it, the metrics endpoint reads it). It
+/// follows reloads: [`RunHandle::sources`] lists the sources running now.
 #[derive(Debug, Clone)]
 pub struct RunHandle {
     /// Latest dispatcher counters.
     pub dispatch: watch::Receiver<DispatchStats>,
-    /// Rings by source name.
-    pub rings: Vec<(String, SharedRing<TelemetryRecord>)>,
-    /// Adapter counters by source name.
-    pub adapters: Vec<(String, Arc<AdapterCounters>)>,
+    /// What the working parts update: running sources, broker state, reloads.
+    pub probes: Arc<Probes>,
+}
+
+impl RunHandle {
+    /// The sources running now (the running configuration's, minus any that failed to start),
+    /// in configuration order: ring, adapter counters.
+    pub fn sources(&self) -> Vec<SourceProbe> {
+        self.probes.sources.lock().expect("probe lock").clone()
+    }
 }
 
 /// A reload the caller prepared from the new file: validated, diffed, and judged applicable.
@@ -160,8 +169,7 @@ pub async fn run<S: EventSink + Send + 'static>(
     run_reloadable(plan, sink, shutdown, None, on_ready).await
 }
 
-/// [`run`], applying reloads from `reloads` while it runs. The [`RunHandle`] lists the sources
-/// of the start.
+/// [`run`], applying reloads from `reloads` while it runs. The [`RunHandle`] follows them.
 pub async fn run_reloadable<S: EventSink + Send + 'static>(
     plan: RunPlan,
     sink: S,
@@ -208,26 +216,21 @@ pub async fn run_reloadable<S: EventSink + Send + 'static>(
         tx,
         catalog_tx,
         next_index: 0,
+        retired_drops: 0,
         probes: Arc::clone(&probes),
     };
-    let mut handle = RunHandle {
-        dispatch: watch::channel(DispatchStats::default()).1,
-        rings: Vec::new(),
-        adapters: Vec::new(),
-    };
     for source in g.plan.sources.clone() {
-        let r = g.add_source(&source)?;
-        handle.rings.push((source.name.clone(), r.ring.clone()));
-        handle
-            .adapters
-            .push((source.name.clone(), Arc::clone(&r.counters)));
+        let r = g.add_source(&source, Carried::default())?;
         g.running.push(r);
     }
     g.publish_probes();
 
     let (deadline_tx, deadline_rx) = watch::channel(None::<Instant>);
     let (stats_tx, stats_rx) = watch::channel(DispatchStats::default());
-    handle.dispatch = stats_rx;
+    let handle = RunHandle {
+        dispatch: stats_rx,
+        probes: Arc::clone(&probes),
+    };
     probes.spool_rows.store(initial_depth.0, Relaxed);
     probes.spool_records.store(initial_depth.1, Relaxed);
     let depth_out = Arc::clone(&probes);
@@ -283,10 +286,7 @@ pub async fn run_reloadable<S: EventSink + Send + 'static>(
                         }
                         Err(why) => {
                             let n = probes.reloads_rejected.fetch_add(1, Relaxed) + 1;
-                            // One event per line: each names file, line, column and key.
-                            for line in why.lines() {
-                                tracing::error!(rejected = n, problem = %line, "configuration rejected; the running one stays");
-                            }
+                            crate::telemetry::events::reload_rejected(n, &why);
                             *probes.last_reload_error.lock().expect("probe lock") = Some(why);
                         }
                     }
@@ -356,6 +356,8 @@ struct Gateway {
     catalog_tx: mpsc::UnboundedSender<Arc<SourceCatalog>>,
     /// The catalog slot the next started drain task gets (slots are never reused).
     next_index: u32,
+    /// Ring drops of sources stopped for good since the probes were last published.
+    retired_drops: u64,
     probes: Arc<Probes>,
 }
 
@@ -369,8 +371,13 @@ impl Gateway {
         index
     }
 
-    /// A new ring with the source's next epoch, and its adapter and drain task.
-    fn add_source(&mut self, source: &SourceSpec) -> anyhow::Result<RunningSource> {
+    /// A new ring with the source's next epoch, and its adapter and drain task; `carried`:
+    /// the counters of the source of that name before (a reload gave it a new ring).
+    fn add_source(
+        &mut self,
+        source: &SourceSpec,
+        carried: Carried,
+    ) -> anyhow::Result<RunningSource> {
         let epoch = self.epochs.advance(&source.name)?;
         let ring = SharedRing::<TelemetryRecord>::create(&RingOptions {
             capacity: source.ring_capacity,
@@ -380,12 +387,25 @@ impl Gateway {
         .with_context(|| format!("creating the ring of source {}", source.name))?;
         tracing::info!(source = %source.name, epoch, capacity = source.ring_capacity, "source ring created");
         let index = self.add_catalog(&source.catalog);
-        RunningSource::start(&self.plan, source, index, ring, &self.tx)
+        RunningSource::start(&self.plan, source, index, ring, carried, &self.tx)
     }
 
-    fn publish_probes(&self) {
-        *self.probes.sources.lock().expect("probe lock") =
-            self.running.iter().map(RunningSource::probe).collect();
+    /// Keeps the ring drops of a source that is gone (or could not start again) in the
+    /// process totals, from the next [`Gateway::publish_probes`] on (until then the source is
+    /// still listed, and its drops counted there).
+    fn retire(&mut self, carried: &Carried) {
+        self.retired_drops += carried.ring_dropped;
+    }
+
+    /// Lists the running sources for the metrics, the watchdog and `STATUS=`. The drops of
+    /// sources retired meanwhile move to the removed total under the same lock, so a reader
+    /// (`Probes::sources_and_removed_drops`) never counts them twice or not at all.
+    fn publish_probes(&mut self) {
+        let mut sources = self.probes.sources.lock().expect("probe lock");
+        *sources = self.running.iter().map(RunningSource::probe).collect();
+        self.probes
+            .ring_dropped_removed
+            .fetch_add(std::mem::take(&mut self.retired_drops), Relaxed);
     }
 
     /// Applies an accepted reload (see the module docs). Sources end up in the new plan's order.
@@ -399,7 +419,7 @@ impl Gateway {
             sink,
             summary,
         } = reload;
-        tracing::info!(changes = %summary, "applying the new configuration");
+        crate::telemetry::events::reload_applied(&summary);
         let batching_changed =
             new.max_batch != self.plan.max_batch || new.linger != self.plan.linger;
         let mut old: Vec<Option<RunningSource>> = std::mem::take(&mut self.running)
@@ -414,11 +434,13 @@ impl Gateway {
             {
                 let r = slot.take().expect("checked");
                 let name = r.spec.name.clone();
-                r.stop().await;
+                let carried = r.stop_and_carry().await;
+                self.retire(&carried);
                 tracing::info!(source = %name, "source removed");
             }
         }
         let mut first_error = None;
+        let mut not_started = Vec::new();
         // The plan the new parts are started with: new timeouts and batching.
         let previous = std::mem::replace(&mut self.plan, new.clone());
         for spec in &new.sources {
@@ -427,7 +449,7 @@ impl Gateway {
                 .find(|r| r.as_ref().is_some_and(|r| r.spec.name == spec.name))
                 .and_then(Option::take);
             let result = match existing {
-                None => self.add_source(spec).inspect(|_| {
+                None => self.add_source(spec, Carried::default()).inspect(|_| {
                     tracing::info!(source = %spec.name, "source added");
                 }),
                 Some(r) => self.change(r, spec, batching_changed).await,
@@ -436,6 +458,7 @@ impl Gateway {
                 Ok(r) => self.running.push(r),
                 Err(e) => {
                     tracing::error!(source = %spec.name, error = %format!("{e:#}"), "source not started");
+                    not_started.push(spec.name.clone());
                     first_error.get_or_insert(e);
                 }
             }
@@ -443,6 +466,7 @@ impl Gateway {
         if self.running.is_empty() && !new.sources.is_empty() && first_error.is_some() {
             self.plan = previous;
         }
+        *self.probes.not_started.lock().expect("probe lock") = not_started;
         self.publish_probes();
         if let Some(s) = sink {
             tracing::info!("sink settings changed: replacing the sink");
@@ -466,9 +490,11 @@ impl Gateway {
             return Ok(r);
         }
         if !same_ring {
-            r.stop().await;
+            let carried = r.stop_and_carry().await;
             tracing::info!(source = %spec.name, "source changed: new ring and epoch");
-            return self.add_source(spec);
+            return self.add_source(spec, carried.clone()).inspect_err(|_| {
+                self.retire(&carried);
+            });
         }
         if !same_job {
             // Stop the producer first, so that everything it wrote under the old tag numbering
@@ -489,12 +515,24 @@ impl Gateway {
     }
 }
 
+/// What a source hands to its successor of the same name when a reload gives it a new ring:
+/// the metrics of a source are counters, and must not restart from 0.
+#[derive(Debug, Clone, Default)]
+struct Carried {
+    /// Adapter counters (polls, errors, restarts): the supervisor of the old ring has ended.
+    counters: Arc<AdapterCounters>,
+    /// Records dropped (ring full) in its rings so far.
+    ring_dropped: u64,
+}
+
 /// One running source: its ring, its adapter's supervisor and its drain task, each stoppable
 /// on its own (a reload restarts one source and leaves the others alone).
 struct RunningSource {
     spec: SourceSpec,
     ring: SharedRing<TelemetryRecord>,
     counters: Arc<AdapterCounters>,
+    /// Ring drops of the source's earlier rings (see [`Carried`]).
+    ring_dropped_before: u64,
     stop_adapter: watch::Sender<bool>,
     supervisor: Option<tokio::task::JoinHandle<()>>,
     drain_control: DrainControl,
@@ -509,12 +547,14 @@ impl RunningSource {
         source: &SourceSpec,
         index: u32,
         ring: SharedRing<TelemetryRecord>,
+        carried: Carried,
         tx: &mpsc::Sender<crate::forward::batch::Batch>,
     ) -> anyhow::Result<Self> {
         let mut r = Self {
             spec: source.clone(),
             ring,
-            counters: Arc::new(AdapterCounters::default()),
+            counters: carried.counters,
+            ring_dropped_before: carried.ring_dropped,
             stop_adapter: watch::channel(true).0,
             supervisor: None,
             drain_control: DrainControl::new().0,
@@ -574,6 +614,7 @@ impl RunningSource {
             name: self.spec.name.clone(),
             ring: self.ring.clone(),
             adapter: Arc::clone(&self.counters),
+            ring_dropped_before: self.ring_dropped_before,
         }
     }
 
@@ -599,6 +640,17 @@ impl RunningSource {
         }
     }
 
+    /// Stops the adapter, then the drain task; returns what a successor of the same name
+    /// continues from.
+    async fn stop_and_carry(mut self) -> Carried {
+        self.halt_adapter().await;
+        self.halt_drain().await;
+        Carried {
+            ring_dropped: self.ring_dropped_before + self.ring.stats().dropped_full,
+            counters: self.counters,
+        }
+    }
+
     /// Stops the adapter, then the drain task. Returns the name, adapter crashes and ring
     /// drops.
     async fn stop(mut self) -> (String, u64, u64) {
@@ -607,7 +659,7 @@ impl RunningSource {
         (
             self.spec.name,
             self.counters.crashes.load(Relaxed),
-            self.ring.stats().dropped_full,
+            self.ring_dropped_before + self.ring.stats().dropped_full,
         )
     }
 }

@@ -14,7 +14,6 @@
 //! datagram, then `READY=1`, for each reload, and the rejected file in `STATUS=`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -25,6 +24,12 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 mod common;
 use common::{Mosquitto, free_port};
+#[path = "common/notify.rs"]
+mod notify;
+#[path = "common/reload.rs"]
+mod reload;
+use notify::NotifySocket;
+use reload::{replace_atomically, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-gateway");
 
@@ -107,13 +112,6 @@ tags = [
     )
 }
 
-/// Writes `text` to a temporary file in the same directory and renames it over `path`.
-fn replace_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// Pid of the adapter child of `gateway` for `source`.
 fn adapter_pids(gateway: u32) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
@@ -135,47 +133,6 @@ fn adapter_pids(gateway: u32) -> BTreeMap<String, u32> {
         }
     }
     out
-}
-
-fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Notify(Arc<Mutex<Vec<String>>>);
-
-impl Notify {
-    fn listen(path: &Path) -> Self {
-        let socket = UnixDatagram::bind(path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let heard = Arc::new(Mutex::new(Vec::new()));
-        let h = Arc::clone(&heard);
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            loop {
-                if let Ok(n) = socket.recv(&mut buf) {
-                    h.lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                }
-            }
-        });
-        Self(heard)
-    }
-
-    fn count(&self, line: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m.lines().any(|l| l == line))
-            .count()
-    }
 }
 
 /// Records of `source` that arrived after `since`.
@@ -268,7 +225,7 @@ fn reload_by_atomic_rename_changes_only_what_changed_and_nothing_gaps() {
         }
     });
 
-    let notify = Notify::listen(&dir.path().join("notify.sock"));
+    let notify = NotifySocket::listen(&dir.path().join("notify.sock"));
     let log_path = dir.path().join("gateway.log");
     let mut gateway: Child = Command::new(BIN)
         .args(["run", "--config"])
@@ -359,7 +316,7 @@ fn reload_by_atomic_rename_changes_only_what_changed_and_nothing_gaps() {
         "STATUS= shows the rejected reload",
         Duration::from_secs(10),
         || {
-            notify.0.lock().unwrap().iter().any(|m| {
+            notify.texts().iter().any(|m| {
                 m.contains("STATUS=")
                     && m.contains("reload rejected (1 so far)")
                     && m.contains("payload.linger_mss")
@@ -385,7 +342,7 @@ fn reload_by_atomic_rename_changes_only_what_changed_and_nothing_gaps() {
     }
 
     // RELOADING=1 and MONOTONIC_USEC= always in one datagram.
-    for m in notify.0.lock().unwrap().iter() {
+    for m in &notify.texts() {
         if m.lines().any(|l| l == "RELOADING=1") {
             assert!(m.contains("MONOTONIC_USEC="), "{m:?}");
         }

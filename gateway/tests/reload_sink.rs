@@ -12,6 +12,9 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 mod common;
 use common::{Mosquitto, free_port};
+#[path = "common/reload.rs"]
+mod reload;
+use reload::wait_until;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-gateway");
 
@@ -52,14 +55,6 @@ fn children(pid: u32) -> BTreeSet<u32> {
         }
     }
     out
-}
-
-fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -21,8 +21,15 @@ pub struct ConfigDiff {
     pub removed: Vec<String>,
     /// Sources in both, identical.
     pub unchanged: Vec<String>,
-    /// `[mqtt]` differs: the sink is rebuilt.
+    /// `[mqtt]` differs, or a file it names changed (see `sink_files_changed`): the sink is
+    /// rebuilt.
     pub sink_changed: bool,
+    /// Keys of `[mqtt]` whose file (same path) has new content: `mqtt.password_file`,
+    /// `mqtt.tls.*`. Not found by [`ConfigDiff::between`], which does no I/O: the reload
+    /// loader reads the files and fills this in ([`ConfigDiff::note_changed_files`]).
+    pub sink_files_changed: Vec<&'static str>,
+    /// `[metrics]` differs (address, port, on/off): the endpoint is rebound.
+    pub metrics_changed: bool,
     /// `[payload]` batching (`max_batch`, `linger_ms`) differs: every drain task gets the new
     /// bounds (adapters are not restarted for it).
     pub batching_changed: bool,
@@ -48,6 +55,7 @@ impl ConfigDiff {
             }
         }
         d.sink_changed = old.mqtt != new.mqtt;
+        d.metrics_changed = old.metrics != new.metrics;
         let (og, ng) = (&old.gateway, &new.gateway);
         let (op, np) = (&old.payload, &new.payload);
         d.batching_changed = op.max_batch != np.max_batch || op.linger != np.linger;
@@ -69,6 +77,12 @@ impl ConfigDiff {
         d
     }
 
+    /// Records that the files of `keys` have new content: the sink is rebuilt for them.
+    pub fn note_changed_files(&mut self, keys: Vec<&'static str>) {
+        self.sink_changed |= !keys.is_empty();
+        self.sink_files_changed = keys;
+    }
+
     /// Whether the new configuration differs at all.
     pub fn is_empty(&self) -> bool {
         self.added.is_empty()
@@ -76,6 +90,7 @@ impl ConfigDiff {
             && self.removed.is_empty()
             && !self.sink_changed
             && !self.batching_changed
+            && !self.metrics_changed
             && self.needs_restart.is_empty()
     }
 }
@@ -94,8 +109,17 @@ impl fmt::Display for ConfigDiff {
                 parts.push(format!("{what} [{}]", list.join(", ")));
             }
         }
-        if self.sink_changed {
+        if self.sink_changed && self.sink_files_changed.is_empty() {
             parts.push("sink reconfigured".into());
+        } else if self.sink_changed {
+            // Names the keys only: a file's content (a password) is never shown.
+            parts.push(format!(
+                "sink reconfigured ({} changed)",
+                self.sink_files_changed.join(", ")
+            ));
+        }
+        if self.metrics_changed {
+            parts.push("metrics endpoint changed".into());
         }
         if self.batching_changed {
             parts.push("batching changed".into());
@@ -223,5 +247,52 @@ name = "plc-b""#,
         let d = ConfigDiff::between(&cfg(BASE), &cfg(&new));
         assert!(d.sink_changed);
         assert_eq!(d.needs_restart, ["gateway.name", "spool"]);
+    }
+
+    #[test]
+    fn a_changed_metrics_section_and_a_changed_password_file_are_reloadable_changes() {
+        let with = |metrics: &str| {
+            format!(
+                "{BASE}
+{metrics}"
+            )
+        };
+        let d = ConfigDiff::between(
+            &cfg(&with(
+                "[metrics]
+port = 0
+",
+            )),
+            &cfg(&with(
+                "[metrics]
+port = 9500
+",
+            )),
+        );
+        assert!(d.metrics_changed && d.needs_restart.is_empty() && !d.sink_changed);
+        assert_eq!(d.to_string(), "metrics endpoint changed");
+        let d = ConfigDiff::between(
+            &cfg(BASE),
+            &cfg(&with(
+                "[metrics]
+enabled = false
+",
+            )),
+        );
+        assert!(
+            !d.metrics_changed,
+            "no table and a disabled table both mean no endpoint"
+        );
+
+        let mut d = ConfigDiff::between(&cfg(BASE), &cfg(BASE));
+        d.note_changed_files(vec!["mqtt.password_file"]);
+        assert!(d.sink_changed && !d.is_empty());
+        assert_eq!(
+            d.to_string(),
+            "sink reconfigured (mqtt.password_file changed)"
+        );
+        let mut d = ConfigDiff::between(&cfg(BASE), &cfg(BASE));
+        d.note_changed_files(Vec::new());
+        assert!(d.is_empty(), "{d}");
     }
 }

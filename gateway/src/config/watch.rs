@@ -4,8 +4,10 @@
 //! - Watch the directory, not the file: editors and configuration tools replace a file by
 //!   writing a temporary one and renaming it over the original. A watch on the file itself
 //!   would follow the old inode and die with it (`IN_IGNORED`).
-//! - Filter by name: other files in the directory (the editor's temporary file, a password
-//!   file, certificates) do not trigger anything.
+//! - Filter by name: the configuration file, and the files of `[mqtt]` (password, TLS) that
+//!   sit in the same directory ([`WatchedNames`], updated after each accepted reload). Other
+//!   files (an editor's temporary file) trigger nothing. Files of `[mqtt]` in other
+//!   directories are not watched: SIGHUP re-reads them.
 //! - Events: `IN_CLOSE_WRITE` (written in place), `IN_MOVED_TO` (renamed over), `IN_CREATE`
 //!   (created, e.g. by a hard link). A burst (create, write, close, rename) is debounced into
 //!   one reload: [`DEBOUNCE`] of quiet after the last event.
@@ -14,9 +16,10 @@
 //!
 //! SIGHUP goes through the same path: [`ReloadTrigger`] names what asked.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use inotify::{EventMask, Inotify, WatchMask};
@@ -33,7 +36,7 @@ const POLL: Duration = Duration::from_millis(200);
 pub enum ReloadTrigger {
     /// SIGHUP (`systemctl reload`).
     Signal,
-    /// The file was written, renamed over or created.
+    /// The file, or a watched file beside it, was written, renamed over or created.
     FileChanged,
     /// The inotify queue overflowed: events were lost, so reload to be sure.
     Overflow,
@@ -49,6 +52,65 @@ impl std::fmt::Display for ReloadTrigger {
     }
 }
 
+/// Names, in the configuration file's directory, of the other files whose change asks for a
+/// reload (the password and TLS files of `[mqtt]` that sit there). Shared between the watch's
+/// reader thread and the reload loader, which replaces them after each accepted reload.
+#[derive(Debug, Clone, Default)]
+pub struct WatchedNames(Arc<Mutex<Vec<OsString>>>);
+
+impl WatchedNames {
+    /// Watches the names of those of `files` that are in the directory of `config`.
+    pub fn set_beside(&self, config: &Path, files: &[&Path]) {
+        let dir = canonical_dir(config);
+        let names = files
+            .iter()
+            .filter(|f| canonical_dir(f) == dir)
+            .filter_map(|f| f.file_name().map(OsStr::to_owned))
+            .collect();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+
+    /// The names watched now.
+    pub fn get(&self) -> Vec<OsString> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn contains(&self, name: &OsStr) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|n| n == name)
+    }
+}
+
+/// The directory of `file`, canonical when it exists (`.` for a bare name).
+fn canonical_dir(file: &Path) -> PathBuf {
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+/// What one inotify event means: a reload trigger, or nothing. Pure, so the state machine is
+/// testable with synthetic events (a real `IN_Q_OVERFLOW` needs a full kernel queue).
+fn classify(
+    mask: EventMask,
+    name: Option<&OsStr>,
+    file: &OsStr,
+    beside: &WatchedNames,
+) -> Option<ReloadTrigger> {
+    if mask.contains(EventMask::Q_OVERFLOW) {
+        return Some(ReloadTrigger::Overflow);
+    }
+    if mask.contains(EventMask::ISDIR) {
+        return None;
+    }
+    let name = name?;
+    (name == file || beside.contains(name)).then_some(ReloadTrigger::FileChanged)
+}
+
 /// An inotify watch on the directory of one configuration file. A reader thread polls the
 /// inotify descriptor (no raw-fd registration with the runtime needed) and forwards the
 /// relevant events; it ends within [`POLL`] once the watch is dropped.
@@ -59,8 +121,8 @@ pub struct ConfigWatch {
 }
 
 impl ConfigWatch {
-    /// Watches the directory of `file` for changes of `file`.
-    pub fn new(file: &Path) -> std::io::Result<Self> {
+    /// Watches the directory of `file` for changes of `file` and of the files `beside` names.
+    pub fn new(file: &Path, beside: WatchedNames) -> std::io::Result<Self> {
         let name = file
             .file_name()
             .ok_or_else(|| std::io::Error::other(format!("{} names no file", file.display())))?
@@ -82,7 +144,7 @@ impl ConfigWatch {
         let (tx, events) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("config-watch".into())
-            .spawn(move || read_events(inotify, &name, &tx))?;
+            .spawn(move || read_events(inotify, &name, &beside, &tx))?;
         Ok(Self {
             events,
             path: file.to_owned(),
@@ -123,6 +185,7 @@ impl ConfigWatch {
 fn read_events(
     mut inotify: Inotify,
     name: &OsString,
+    beside: &WatchedNames,
     tx: &mpsc::UnboundedSender<std::io::Result<ReloadTrigger>>,
 ) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -153,11 +216,7 @@ fn read_events(
             }
         };
         for e in events {
-            let trigger = if e.mask.contains(EventMask::Q_OVERFLOW) {
-                ReloadTrigger::Overflow
-            } else if !e.mask.contains(EventMask::ISDIR) && e.name == Some(name.as_os_str()) {
-                ReloadTrigger::FileChanged
-            } else {
+            let Some(trigger) = classify(e.mask, e.name, name, beside) else {
                 continue;
             };
             if tx.send(Ok(trigger)).is_err() {
@@ -192,7 +251,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("gateway.toml");
         std::fs::write(&file, "a").unwrap();
-        let mut w = ConfigWatch::new(&file).unwrap();
+        let mut w = ConfigWatch::new(&file, WatchedNames::default()).unwrap();
 
         // An editor's save: temporary file, then rename over. One debounced change.
         let tmp = dir.path().join(".gateway.toml.swp");
@@ -208,5 +267,109 @@ mod tests {
         // Another file in the same directory: nothing.
         std::fs::write(dir.path().join("mqtt-password"), "x").unwrap();
         expect_quiet(&mut w).await;
+    }
+
+    #[tokio::test]
+    async fn a_password_file_beside_the_configuration_triggers_once_it_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.toml");
+        let password = dir.path().join("mqtt-password");
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(&file, "a").unwrap();
+        let beside = WatchedNames::default();
+        let mut w = ConfigWatch::new(&file, beside.clone()).unwrap();
+        std::fs::write(&password, "old").unwrap();
+        expect_quiet(&mut w).await;
+
+        beside.set_beside(&file, &[&password, &elsewhere.path().join("ca.pem")]);
+        assert_eq!(
+            beside.get(),
+            [OsString::from("mqtt-password")],
+            "only files beside it"
+        );
+        let tmp = dir.path().join(".mqtt-password.new");
+        std::fs::write(&tmp, "new").unwrap();
+        std::fs::rename(&tmp, &password).unwrap();
+        assert_eq!(expect_change(&mut w).await, ReloadTrigger::FileChanged);
+    }
+
+    #[test]
+    fn an_overflow_event_is_a_reload_whatever_else_it_carries() {
+        let beside = WatchedNames::default();
+        let file = OsStr::new("gateway.toml");
+        // The kernel's overflow event has no watch, no name, and only IN_Q_OVERFLOW set.
+        assert_eq!(
+            classify(EventMask::Q_OVERFLOW, None, file, &beside),
+            Some(ReloadTrigger::Overflow)
+        );
+        assert_eq!(
+            classify(
+                EventMask::Q_OVERFLOW | EventMask::ISDIR,
+                None,
+                file,
+                &beside
+            ),
+            Some(ReloadTrigger::Overflow)
+        );
+        assert_eq!(
+            classify(EventMask::MOVED_TO, Some(file), file, &beside),
+            Some(ReloadTrigger::FileChanged)
+        );
+        assert_eq!(
+            classify(
+                EventMask::CREATE | EventMask::ISDIR,
+                Some(file),
+                file,
+                &beside
+            ),
+            None,
+            "a directory of that name is not the file"
+        );
+        assert_eq!(
+            classify(
+                EventMask::CLOSE_WRITE,
+                Some(OsStr::new("x.swp")),
+                file,
+                &beside
+            ),
+            None
+        );
+        assert_eq!(classify(EventMask::CLOSE_WRITE, None, file, &beside), None);
+    }
+
+    /// A watch fed by hand: the reader thread's channel without inotify.
+    fn fed() -> (
+        mpsc::UnboundedSender<std::io::Result<ReloadTrigger>>,
+        ConfigWatch,
+    ) {
+        let (tx, events) = mpsc::unbounded_channel();
+        let w = ConfigWatch {
+            events,
+            path: PathBuf::from("gateway.toml"),
+        };
+        (tx, w)
+    }
+
+    #[tokio::test]
+    async fn an_overflow_alone_or_inside_a_burst_asks_for_one_full_reload() {
+        let (tx, mut w) = fed();
+        tx.send(Ok(ReloadTrigger::Overflow)).unwrap();
+        assert_eq!(expect_change(&mut w).await, ReloadTrigger::Overflow);
+        expect_quiet(&mut w).await;
+
+        // Debounced: a burst is one reload, and an overflow anywhere in it names the reload
+        // (a reload re-reads everything anyway).
+        for t in [
+            ReloadTrigger::FileChanged,
+            ReloadTrigger::Overflow,
+            ReloadTrigger::FileChanged,
+        ] {
+            tx.send(Ok(t)).unwrap();
+        }
+        assert_eq!(expect_change(&mut w).await, ReloadTrigger::Overflow);
+        expect_quiet(&mut w).await;
+
+        tx.send(Ok(ReloadTrigger::FileChanged)).unwrap();
+        assert_eq!(expect_change(&mut w).await, ReloadTrigger::FileChanged);
     }
 }

@@ -38,11 +38,17 @@ pub enum Event {
     MetricsConnectionFailed,
     /// Started under systemd, but journald could not be reached: logging to stderr.
     JournaldUnavailable,
+    /// A reload closed the metrics endpoint's listener (moved or turned off).
+    MetricsStopped,
+    /// A new configuration was applied.
+    ReloadApplied,
+    /// A new configuration was rejected; the running one stays.
+    ReloadRejected,
 }
 
 impl Event {
     /// Every event, in label order.
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 13] = [
         Event::DeviceErrors,
         Event::DeviceErrorsContinue,
         Event::DeviceErrorsStopped,
@@ -53,6 +59,9 @@ impl Event {
         Event::MetricsListening,
         Event::MetricsConnectionFailed,
         Event::JournaldUnavailable,
+        Event::MetricsStopped,
+        Event::ReloadApplied,
+        Event::ReloadRejected,
     ];
 
     /// The `event` label.
@@ -68,6 +77,9 @@ impl Event {
             Event::MetricsListening => "metrics_listening",
             Event::MetricsConnectionFailed => "metrics_connection_failed",
             Event::JournaldUnavailable => "journald_unavailable",
+            Event::MetricsStopped => "metrics_stopped",
+            Event::ReloadApplied => "reload_applied",
+            Event::ReloadRejected => "reload_rejected",
         }
     }
 }
@@ -237,6 +249,27 @@ pub fn metrics_listening(addr: std::net::SocketAddr) {
 pub fn metrics_connection_failed(error: &dyn std::fmt::Display) {
     count(Event::MetricsConnectionFailed);
     tracing::debug!(error = %error, "metrics connection failed");
+}
+
+/// A reload closed the metrics listener on `addr`.
+pub fn metrics_stopped(addr: std::net::SocketAddr) {
+    count(Event::MetricsStopped);
+    tracing::info!(address = %addr, "metrics endpoint closed");
+}
+
+/// A reload's new configuration is being applied; `changes` is the diff's one line.
+pub fn reload_applied(changes: &str) {
+    count(Event::ReloadApplied);
+    tracing::info!(changes = %changes, "applying the new configuration");
+}
+
+/// A reload was rejected (`rejected`-th time); `why` has one problem per line, each logged as
+/// its own line (file, line, column and key).
+pub fn reload_rejected(rejected: u64, why: &str) {
+    count(Event::ReloadRejected);
+    for line in why.lines() {
+        tracing::error!(rejected, problem = %line, "configuration rejected; the running one stays");
+    }
 }
 
 /// Started by systemd, but journald could not be reached.

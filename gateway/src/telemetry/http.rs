@@ -8,6 +8,10 @@
 //!   (counted as `metrics_connection_failed`). A client must send its request headers within
 //!   [`HEADER_TIMEOUT`]. Reading the spool's depth from its file runs on a blocking thread,
 //!   at most once a second; rendering the text runs on the runtime (microseconds).
+//! - Rebound on reload ([`MetricsEndpoint::set`]): the new address is bound before the old
+//!   listener closes, so a bind that fails leaves the old endpoint serving. Connections being
+//!   served finish on their own; every listener serves the same [`Telemetry`], so counters and
+//!   readiness carry over.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,7 +24,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
 use super::{Telemetry, events, metrics};
@@ -44,7 +48,21 @@ impl MetricsServer {
     /// Binds `addr` (port 0: any free port) and serves `telemetry` on it until dropped. Logs
     /// the bound address.
     pub async fn start(addr: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        Self::bind(addr, telemetry)
+    }
+
+    /// [`MetricsServer::start`] without awaiting (binding does not block): call inside the
+    /// runtime.
+    pub fn bind(addr: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<Self> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a port left in TIME_WAIT by an earlier run is reusable.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
         let addr = listener.local_addr()?;
         events::metrics_listening(addr);
         let registry = Arc::new(metrics::registry(Arc::clone(&telemetry)));
@@ -55,6 +73,47 @@ impl MetricsServer {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// The endpoint as configuration turns it on, off or moves it: the running server, if any.
+#[derive(Debug)]
+pub struct MetricsEndpoint {
+    server: Option<MetricsServer>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl MetricsEndpoint {
+    /// Serves `telemetry` on `addr` (`None`: no endpoint). Call inside the runtime.
+    pub fn start(addr: Option<SocketAddr>, telemetry: Arc<Telemetry>) -> std::io::Result<Self> {
+        let server = addr
+            .map(|a| MetricsServer::bind(a, Arc::clone(&telemetry)))
+            .transpose()?;
+        Ok(Self { server, telemetry })
+    }
+
+    /// Where it listens now (`None`: off).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// Moves the endpoint to `addr`, or turns it off (`None`). The new address is bound first:
+    /// on error nothing changed, and the old endpoint (if any) keeps serving. A move to the
+    /// wildcard address on the port the endpoint holds (`127.0.0.1:9464` → `0.0.0.0:9464`)
+    /// therefore fails with "address in use": disable it in one reload and enable it in the
+    /// next, or change the port too. Call inside the runtime.
+    pub fn set(&mut self, addr: Option<SocketAddr>) -> std::io::Result<()> {
+        let Some(addr) = addr else {
+            if let Some(old) = self.server.take() {
+                events::metrics_stopped(old.local_addr());
+            }
+            return Ok(());
+        };
+        let new = MetricsServer::bind(addr, Arc::clone(&self.telemetry))?;
+        if let Some(old) = self.server.replace(new) {
+            events::metrics_stopped(old.local_addr());
+        }
+        Ok(())
     }
 }
 
@@ -136,15 +195,13 @@ async fn handle(
             reply(status, TEXT, h.detail)
         }
         "/readyz" => {
-            if telemetry.is_ready() {
-                reply(StatusCode::OK, TEXT, "ready\n".into())
+            let (ready, body) = telemetry.readiness();
+            let status = if ready {
+                StatusCode::OK
             } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    TEXT,
-                    "not ready: starting or stopping\n".into(),
-                )
-            }
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(status, TEXT, body)
         }
         _ => reply(
             StatusCode::NOT_FOUND,

@@ -159,10 +159,11 @@ impl Collector for GatewayCollector {
         )?;
 
         if let Some(run) = t.run.get() {
-            let reports: Vec<_> = run
-                .adapters
+            // The sources running now: series of a source a reload removed are gone.
+            let (sources, removed_drops) = run.probes.sources_and_removed_drops();
+            let reports: Vec<_> = sources
                 .iter()
-                .map(|(name, c)| (name.as_str(), c.report.snapshot(), c))
+                .map(|s| (s.name.as_str(), s.adapter.report.snapshot(), &s.adapter))
                 .collect();
             let per = |get: fn(&super::report::PollCounts) -> u64| {
                 reports
@@ -243,31 +244,31 @@ impl Collector for GatewayCollector {
                 }),
             )?;
 
-            let rings: Vec<_> = run
-                .rings
+            let rings: Vec<_> = sources
                 .iter()
-                .map(|(n, r)| (n.as_str(), r.stats()))
+                .map(|s| (s.name.as_str(), s.ring.stats(), s.ring_dropped()))
                 .collect();
             f.gauge(
                 "ring_occupancy_records",
                 "Records in the ring, written and not yet read.",
                 rings
                     .iter()
-                    .map(|(n, s)| (vec![("source", *n)], s.occupancy as f64)),
+                    .map(|(n, s, _)| (vec![("source", *n)], s.occupancy as f64)),
             )?;
             f.gauge(
                 "ring_capacity_records",
                 "Slots of the ring.",
                 rings
                     .iter()
-                    .map(|(n, s)| (vec![("source", *n)], s.capacity as f64)),
+                    .map(|(n, s, _)| (vec![("source", *n)], s.capacity as f64)),
             )?;
             f.counter(
                 "ring_dropped_records",
                 "Records the adapter dropped because the ring stayed full (each run of drops is a gap).",
-                rings.iter().map(|(n, s)| (vec![("source", *n)], s.dropped_full)),
+                rings.iter().map(|(n, _, d)| (vec![("source", *n)], *d)),
             )?;
-            let ring_dropped: u64 = rings.iter().map(|(_, s)| s.dropped_full).sum();
+            // Drops of removed sources stay in the process total, which only ever grows.
+            let ring_dropped: u64 = rings.iter().map(|(_, _, d)| d).sum::<u64>() + removed_drops;
 
             let d = *run.dispatch.borrow();
             if let Some(sink) = &t.sink {
@@ -289,7 +290,7 @@ impl Collector for GatewayCollector {
                 )?;
                 f.counter1(
                     "forwarder_reconnects",
-                    "Broker connections established after the first.",
+                    "Broker connections established after the first (the first connection of a sink a reload reconfigured counts too).",
                     s.reconnects(),
                 )?;
                 f.counter1(
@@ -297,10 +298,12 @@ impl Collector for GatewayCollector {
                     "Broker connection attempts that failed.",
                     s.connect_failures,
                 )?;
+                // The running sink's state (a sink being replaced is not connected).
+                let connected = run.probes.broker_connected.load(Ordering::Relaxed);
                 f.gauge1(
                     "broker_connected",
                     "1 while connected to the broker.",
-                    if s.connects > s.disconnects { 1.0 } else { 0.0 },
+                    if connected { 1.0 } else { 0.0 },
                 )?;
             }
             f.counter1(

@@ -11,7 +11,10 @@
 //!                                                                                  └──▶ http: /healthz, /readyz
 //! ```
 //! - [`Telemetry`]: what a scrape reads. Created before the gateway starts (so `/healthz`
-//!   answers while it starts), given the [`RunHandle`] once the gateway is ready.
+//!   answers while it starts), given the [`RunHandle`] once the gateway is ready. The handle
+//!   follows reloads: a scrape lists the sources running now (a removed source's series are
+//!   gone, an added one's appear), and the sink counters are shared by every sink the process
+//!   runs (a reconfigured sink continues the totals of the one it replaced).
 //! - [`events`]: one function per kind of logged event, which logs and counts it.
 //! - [`report`]: the adapter children's poll counters, over a pipe.
 //! - [`http`]: the endpoint (hyper, HTTP/1.1 only), bound to `127.0.0.1` by default.
@@ -24,7 +27,9 @@
 //!   reported for [`STALL_AFTER`]. A crashed adapter being restarted is not unhealthy (it is
 //!   counted in `edgegw_adapter_restarts_total`); a stuck one is.
 //! - `/readyz` (readiness): 200 once the configuration is loaded, the spool is open and the
-//!   adapters are started; 503 before and once stopping begins. **Broker connectivity does not
+//!   adapters of the running configuration are started; 503 before, once stopping begins, and
+//!   while a source of the running configuration failed to start (a reload that partly
+//!   failed). The body names the running sources and the last rejected reload. **Broker connectivity does not
 //!   count**: the gateway is doing its job while the broker is away (it spools), and readiness
 //!   that flapped with the broker would make orchestrators restart a gateway that is fine.
 //!   Broker state is the metric `edgegw_broker_connected`.
@@ -122,7 +127,38 @@ impl Telemetry {
 
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.run.get().is_some() && !self.stopping.load(Ordering::Relaxed)
+        self.readiness().0
+    }
+
+    /// `/readyz`: whether ready, and the body (the running configuration's sources, reloads).
+    pub fn readiness(&self) -> (bool, String) {
+        let Some(run) = self.run.get() else {
+            return (false, "not ready: starting\n".into());
+        };
+        if self.stopping.load(Ordering::Relaxed) {
+            return (false, "not ready: stopping\n".into());
+        }
+        let p = &run.probes;
+        let not_started = p.not_started.lock().expect("probe lock").clone();
+        let sources: Vec<String> = run.sources().into_iter().map(|s| s.name).collect();
+        let mut body = if not_started.is_empty() {
+            "ready\n".to_owned()
+        } else {
+            format!("not ready: not started: {}\n", not_started.join(", "))
+        };
+        body += &format!("sources: {}\n", sources.join(", "));
+        body += &format!(
+            "reloads: {} applied, {} rejected\n",
+            p.reloads_applied.load(Ordering::Relaxed),
+            p.reloads_rejected.load(Ordering::Relaxed)
+        );
+        if let Some(e) = &*p.last_reload_error.lock().expect("probe lock") {
+            body += &format!(
+                "last reload rejected: {}\n",
+                e.lines().next().unwrap_or_default()
+            );
+        }
+        (not_started.is_empty(), body)
     }
 
     /// The `/healthz` verdict.
@@ -145,7 +181,8 @@ impl Telemetry {
         } else {
             detail += &format!("dispatch loop: turned {:.1} s ago\n", idle.as_secs_f64());
         }
-        for (name, counters) in &run.adapters {
+        for source in run.sources() {
+            let (name, counters) = (&source.name, &source.adapter);
             let running = counters.pid.load(Ordering::Relaxed) != 0;
             let last = counters.report.snapshot().last_report;
             let since = last.map_or(*ready_at, |l| l.max(*ready_at)).elapsed();
@@ -215,8 +252,7 @@ mod tests {
             tx,
             RunHandle {
                 dispatch: rx,
-                rings: Vec::new(),
-                adapters: Vec::new(),
+                probes: Arc::default(),
             },
         )
     }
@@ -229,11 +265,51 @@ mod tests {
         let (_tx, handle) = empty_handle();
         t.attach(handle);
         assert!(t.is_ready());
+        assert_eq!(
+            t.readiness().1,
+            "ready\nsources: \nreloads: 0 applied, 0 rejected\n"
+        );
         let h = t.health();
         assert!(h.ok, "{}", h.detail);
         assert!(h.detail.contains("dispatch loop: turned"), "{}", h.detail);
         t.stopping();
         assert!(!t.is_ready(), "not ready once stopping");
+    }
+
+    #[tokio::test]
+    async fn a_source_that_did_not_start_after_a_reload_makes_readyz_fail_and_says_which() {
+        let t = Telemetry::new(PathBuf::from("/nonexistent/spool.db"), None);
+        let (_tx, handle) = empty_handle();
+        let probes = Arc::clone(&handle.probes);
+        t.attach(handle);
+        *probes.not_started.lock().unwrap() = vec!["plc-x".into()];
+        probes.reloads_applied.store(1, Ordering::Relaxed);
+        probes.reloads_rejected.store(2, Ordering::Relaxed);
+        *probes.last_reload_error.lock().unwrap() = Some("gw.toml:1:1: a: b\nmore".into());
+        let (ready, body) = t.readiness();
+        assert!(!ready);
+        assert_eq!(
+            body,
+            "not ready: not started: plc-x\nsources: \nreloads: 1 applied, 2 rejected\nlast reload rejected: gw.toml:1:1: a: b\n"
+        );
+        probes.not_started.lock().unwrap().clear();
+        assert!(t.is_ready(), "the next reload started it");
+    }
+
+    #[tokio::test]
+    async fn ring_drops_of_removed_sources_stay_in_the_gap_total() {
+        let t = Telemetry::new(PathBuf::from("/nonexistent/spool.db"), None);
+        let (_tx, handle) = empty_handle();
+        handle
+            .probes
+            .ring_dropped_removed
+            .store(7, Ordering::Relaxed);
+        t.attach(handle);
+        let text = metrics::render(&metrics::registry(Arc::clone(&t)));
+        assert!(
+            text.contains("edgegw_gap_records_total{cause=\"ring_full\"} 7"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

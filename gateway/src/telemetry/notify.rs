@@ -124,8 +124,19 @@ pub struct SourceProbe {
     pub name: String,
     /// Its ring (occupancy and released count live in shared memory).
     pub ring: SharedRing<TelemetryRecord>,
-    /// Its adapter's counters (pid of the running child).
+    /// Its adapter's counters (pid of the running child). They outlive the source's adapter
+    /// processes and rings: a source that keeps its name across a reload keeps them.
     pub adapter: Arc<AdapterCounters>,
+    /// Records dropped (ring full) in this source's earlier rings, before a reload gave it a
+    /// new one: [`SourceProbe::ring_dropped`] stays a counter that never goes down.
+    pub ring_dropped_before: u64,
+}
+
+impl SourceProbe {
+    /// Records its adapters dropped because a ring was full, over every ring it had.
+    pub fn ring_dropped(&self) -> u64 {
+        self.ring_dropped_before + self.ring.stats().dropped_full
+    }
 }
 
 /// Shared state the working parts update and the watchdog and status read.
@@ -143,6 +154,12 @@ pub struct Probes {
     pub broker_connects: AtomicU64,
     /// The running sources.
     pub sources: Mutex<Vec<SourceProbe>>,
+    /// Records dropped (ring full) by sources a reload removed: process totals such as
+    /// `gap_records_total{cause="ring_full"}` keep them.
+    pub ring_dropped_removed: AtomicU64,
+    /// Sources of the running configuration that failed to start (a reload that partly
+    /// failed); `/readyz` names them.
+    pub not_started: Mutex<Vec<String>>,
     /// Reloads applied.
     pub reloads_applied: AtomicU64,
     /// Reloads rejected (invalid file, or a change that needs a restart).
@@ -254,6 +271,16 @@ impl Probes {
                 })
                 .collect(),
         }
+    }
+
+    /// The running sources, and the ring drops of the sources removed before them, read
+    /// together (the daemon moves a removed source's drops under the same lock).
+    pub fn sources_and_removed_drops(&self) -> (Vec<SourceProbe>, u64) {
+        let sources = self.sources.lock().expect("probe lock");
+        (
+            sources.clone(),
+            self.ring_dropped_removed.load(Ordering::Relaxed),
+        )
     }
 
     /// The spool depth the dispatch loop last published: (batches, records).

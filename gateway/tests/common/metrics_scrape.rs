@@ -55,11 +55,7 @@ impl Gateway {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
         let line = g.wait_for_line("metrics endpoint listening", Duration::from_secs(20));
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        g.addr = addr.parse().unwrap();
+        g.addr = Self::listening_address(&line);
         g.wait_ready();
         g
     }
@@ -105,6 +101,38 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits for the `n`-th stderr line (1-based) containing `needle`; returns it.
+    pub fn wait_for_nth_line(&mut self, needle: &str, n: usize, within: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self
+                .log()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .nth(n - 1)
+            {
+                return l;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gateway exited ({status}) before logging {needle:?} {n} times");
+            }
+            assert!(
+                start.elapsed() < within,
+                "no {n}th log line with {needle:?} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address in a `metrics endpoint listening address=…` line.
+    pub fn listening_address(line: &str) -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .parse()
+            .unwrap()
     }
 
     /// The gateway's pid.

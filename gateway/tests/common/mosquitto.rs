@@ -79,21 +79,7 @@ impl Mosquitto {
             conf += "allow_anonymous true\n";
         } else {
             let file = dir.path().join("passwords");
-            for (i, (user, password)) in options.users.iter().enumerate() {
-                let mut cmd = Command::new("mosquitto_passwd");
-                if i == 0 {
-                    cmd.arg("-c");
-                }
-                let status = cmd
-                    .arg("-b")
-                    .arg(&file)
-                    .arg(user)
-                    .arg(password)
-                    .stdout(Stdio::null())
-                    .status()
-                    .unwrap_or_else(|e| panic!("mosquitto_passwd: {e}: {INSTALL}"));
-                assert!(status.success(), "mosquitto_passwd failed: {status}");
-            }
+            write_passwords(&file, &options.users);
             conf += &format!("allow_anonymous false\npassword_file {}\n", file.display());
         }
         if let Some(tls) = &options.tls {
@@ -122,6 +108,13 @@ impl Mosquitto {
         };
         m.restart();
         m
+    }
+
+    /// Replaces the users and passwords (of a broker started with users). They take effect
+    /// at the next [`Mosquitto::restart`].
+    pub fn set_users(&mut self, users: &[(String, String)]) {
+        assert!(!users.is_empty(), "a broker started with users keeps some");
+        write_passwords(&self.dir.path().join("passwords"), users);
     }
 
     /// The temporary directory of this broker.
@@ -194,6 +187,26 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Writes mosquitto's password file for `users` (replacing it).
+fn write_passwords(file: &Path, users: &[(String, String)]) {
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            let _ = std::fs::remove_file(file);
+            cmd.arg("-c");
+        }
+        let status = cmd
+            .arg("-b")
+            .arg(file)
+            .arg(user)
+            .arg(password)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("mosquitto_passwd: {e}: {INSTALL}"));
+        assert!(status.success(), "mosquitto_passwd failed: {status}");
     }
 }
 

@@ -35,7 +35,8 @@ const STATUS_SLOTS: u16 = 2;
 const CHANNEL_SPARE: usize = 4;
 
 /// Counters of the sink, shared with whoever reports metrics ([`MqttSink::counters`]). Only the
-/// sink writes them, each where it also logs the event.
+/// sink writes them, each where it also logs the event; a sink that replaces another one after
+/// a reload continues them ([`MqttSink::continuing`]).
 #[derive(Debug, Default)]
 pub struct MqttCounters {
     published: AtomicU64,
@@ -256,6 +257,16 @@ impl MqttSink {
     /// The counters, shared: read them from any task.
     pub fn counters(&self) -> Arc<MqttCounters> {
         Arc::clone(&self.counters)
+    }
+
+    /// Counts into `counters` from now on: the counters of the sink this one replaces, so that
+    /// the totals the metrics show stay cumulative for the process. Only one sink may write
+    /// them at a time: the replaced one must be shut down before this one is driven (the
+    /// daemon does that), and this one must have sent nothing yet.
+    pub fn continuing(mut self, counters: Arc<MqttCounters>) -> Self {
+        debug_assert_eq!(self.tracker.in_flight(), 0, "a sink that has sent nothing");
+        self.counters = counters;
+        self
     }
 
     /// Whether the broker connection is up (CONNACK received, no error since).

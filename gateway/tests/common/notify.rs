@@ -1,0 +1,82 @@
+//! A stand-in for systemd's notify socket: a Unix datagram socket the test binds and names in
+//! `NOTIFY_SOCKET`, and every datagram the gateway sent to it.
+//!
+//! Include with `#[path = "common/notify.rs"] mod notify;`.
+#![allow(dead_code)]
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Datagrams received, in arrival order.
+#[derive(Clone, Default)]
+pub struct NotifySocket(Arc<Mutex<Vec<String>>>);
+
+impl NotifySocket {
+    /// Binds `path` and collects datagrams until the test process ends (each read is
+    /// bounded by a timeout).
+    pub fn listen(path: &Path) -> Self {
+        let socket = UnixDatagram::bind(path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let heard = Self::default();
+        let h = heard.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => {
+                        h.0.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => panic!("notify socket: {e}"),
+                }
+            }
+        });
+        heard
+    }
+
+    /// Every datagram so far.
+    pub fn texts(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Datagrams that have `line` as one of their lines (`READY=1`, `RELOADING=1`).
+    pub fn count(&self, line: &str) -> usize {
+        self.texts()
+            .iter()
+            .filter(|m| m.lines().any(|l| l == line))
+            .count()
+    }
+
+    /// Waits (at most `within`) until a datagram from index `from` on satisfies `pred`;
+    /// returns its index.
+    pub fn wait_for_from(
+        &self,
+        from: usize,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> usize {
+        let start = Instant::now();
+        loop {
+            if let Some(i) = self.texts().iter().skip(from).position(|m| pred(m)) {
+                return from + i;
+            }
+            assert!(
+                start.elapsed() < within,
+                "no {what} within {within:?}; heard: {:#?}",
+                self.texts()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -178,7 +178,7 @@ wait_for() { # wait_for SECONDS WHAT COMMAND...
 }
 journal_lines() { in_ct journalctl -b -u edge-gateway -o cat --no-pager 2>/dev/null | wc -l; }
 journal_since() { in_ct journalctl -b -u edge-gateway -o cat --no-pager | tail -n +"$(($1 + 1))"; }
-journal_has() { journal_since "$1" | grep -Eq "$2"; }
+journal_has() { journal_since "$1" | grep -E "$2" >/dev/null; }
 expect_log() { # expect_log MARK REGEX WHAT: journald may lag behind systemctl by a moment
     local end=$((SECONDS + 10))
     until journal_has "$1" "$2"; do
@@ -216,7 +216,7 @@ T=120 in_ct dpkg -i /root/edge-gateway.deb >"$cache/dpkg.log" 2>&1 || { cat "$ca
 pw=$(in_ct getent passwd edge-gateway) || fail "sysusers did not create the user edge-gateway"
 [[ $(cut -d: -f6 <<<"$pw") == /var/lib/edge-gateway ]] || fail "edge-gateway's home is not /var/lib/edge-gateway: $pw"
 [[ $(cut -d: -f7 <<<"$pw") == */nologin ]] || fail "edge-gateway has a login shell: $pw"
-in_ct id -nG edge-gateway | grep -qw dialout || fail "edge-gateway is not in group dialout"
+in_ct id -nG edge-gateway | grep -w dialout >/dev/null || fail "edge-gateway is not in group dialout"
 st=$(in_ct stat -c '%U:%G %a' /var/lib/edge-gateway) || fail "no /var/lib/edge-gateway"
 [[ $st == "edge-gateway:edge-gateway 750" ]] || fail "/var/lib/edge-gateway is '$st', not edge-gateway:edge-gateway 750"
 [[ $(in_ct stat -c '%U %a %s' /etc/edge-gateway/mqtt-password) == "root 600 0" ]] \
@@ -340,7 +340,7 @@ log "systemd-analyze security edge-gateway (online, in the container): $score (f
 # --- 3. data at the broker --------------------------------------------------------------------
 [[ $(T=15 sub -t "$status_topic" -C 1 -W 10) == online ]] || fail "no retained 'online' on $status_topic"
 msgs=$(T=20 sub -t "$topic" -C 3 -W 15) || fail "fewer than 3 messages on $topic within 15 s"
-grep -c '"gateway":"boot-test","source":"sim"' <<<"$msgs" | grep -qx 3 || fail "unexpected payloads on $topic: $msgs"
+[[ $(grep -c '"gateway":"boot-test","source":"sim"' <<<"$msgs") == 3 ]] || fail "unexpected payloads on $topic: $msgs"
 grep -q '"tag":"count"' <<<"$msgs" || fail "no 'count' records on $topic: $msgs"
 log "mosquitto (password via LoadCredential=) got: $(head -n1 <<<"$msgs" | cut -c1-150)…"
 
@@ -352,12 +352,12 @@ T=40 in_ct systemctl reload edge-gateway || fail "systemctl reload (valid file) 
 [[ $(show ActiveState) == active ]] || fail "not active after reload: $(show ActiveState)"
 T=25 in_ct sh -c "mosquitto_sub -h 127.0.0.1 -u boot-test -P '$password' -t '$topic' -W 20 | grep -m1 -q '\"tag\":\"extra\"'" \
     || fail "the reloaded configuration's new tag 'extra' did not arrive within 20 s"
-reload_done() { journal_since "$mark" | grep -A1000 'RELOADING=1' | grep -Eq "Got notification message from PID $main \(.*READY=1"; }
+reload_done() { journal_since "$mark" | sed -n '/RELOADING=1/,$p' | grep -E "Got notification message from PID $main \(.*READY=1" >/dev/null; }
 wait_for 10 "READY=1 after RELOADING=1 from $main" reload_done
 since=$(journal_since "$mark")
-grep -E "Got notification message from PID $main \(.*RELOADING=1" <<<"$since" | grep -Eq 'MONOTONIC_USEC=[0-9]+' \
+grep -E "Got notification message from PID $main \(.*RELOADING=1" <<<"$since" | grep -E 'MONOTONIC_USEC=[0-9]+' >/dev/null \
     || fail "no RELOADING=1 with MONOTONIC_USEC= in one message from $main"
-grep -A1000 'RELOADING=1' <<<"$since" | grep -Eq "Got notification message from PID $main \(.*READY=1" \
+sed -n '/RELOADING=1/,$p' <<<"$since" | grep -E "Got notification message from PID $main \(.*READY=1" >/dev/null \
     || fail "no READY=1 after RELOADING=1"
 log "reload: ExecReload (check, SIGHUP) ok, RELOADING=1 + MONOTONIC_USEC= then READY=1, same main PID $main, tag 'extra' arrives"
 
@@ -370,7 +370,8 @@ expect_log "$mark" 'no_such_key' "the refused reload's error does not name the k
 install_config good
 log "reload of an invalid file: refused (ExecReload's check exits 78), still active, same PID, data flows"
 
-watchdog_seen() { in_ct journalctl -b -u edge-gateway -o cat --no-pager | grep -Eq "Got notification message from PID $main \(.*WATCHDOG=1"; }
+# (grep reads to the end: with pipefail, grep -q would make an early-exit SIGPIPE a failure)
+watchdog_seen() { in_ct journalctl -b -u edge-gateway -o cat --no-pager | grep -E "Got notification message from PID $main \(.*WATCHDOG=1" >/dev/null; }
 wait_for 25 "a WATCHDOG=1 ping (WatchdogSec=30s: every 15 s)" watchdog_seen
 log "watchdog: WATCHDOG=1 received"
 

@@ -8,7 +8,8 @@
 #      setting of the unit applied: uid, no capabilities, no_new_privs, seccomp, own mount,
 #      user, IPC and UTS namespaces, a read-only tree where nothing writable is executable,
 #      the credential, the hidden /proc; then `systemd-analyze security` (online) <= 2.0;
-#   3. data from the built-in synthetic source arrives at mosquitto (`mosquitto_sub`);
+#   3. data from the built-in synthetic source arrives at mosquitto (`mosquitto_sub`); with the
+#      broker stopped the gateway spools (SQLite in its state directory) and replays after;
 #   4. `systemctl reload` applies a change (RELOADING=1 with MONOTONIC_USEC=, then READY=1,
 #      same main process); a reload with an invalid file is refused and the service keeps
 #      running; WATCHDOG=1 pings arrive;
@@ -343,6 +344,23 @@ msgs=$(T=20 sub -t "$topic" -C 3 -W 15) || fail "fewer than 3 messages on $topic
 [[ $(grep -c '"gateway":"boot-test","source":"sim"' <<<"$msgs") == 3 ]] || fail "unexpected payloads on $topic: $msgs"
 grep -q '"tag":"count"' <<<"$msgs" || fail "no 'count' records on $topic: $msgs"
 log "mosquitto (password via LoadCredential=) got: $(head -n1 <<<"$msgs" | cut -c1-150)…"
+
+# Broker outage: the gateway spools to SQLite in its sandboxed state directory and replays
+# afterwards. A durable subscriber session (mosquitto persists it across its restart) receives
+# the replayed batches.
+spooled() { [[ $(show StatusText) =~ spool\ [1-9][0-9]*\ batches ]]; }
+drained() { [[ $(show StatusText) =~ ^broker\ connected\;\ spool\ 0\ batches ]]; }
+T=15 sub -c -i boot-test-replay -q 1 -t "$topic" -C 1 -W 10 >/dev/null || fail "the durable subscriber got nothing"
+in_ct systemctl stop mosquitto || fail "systemctl stop mosquitto failed"
+wait_for 20 "the gateway to spool while the broker is down (status: $(show StatusText))" spooled
+outage_status=$(show StatusText)
+sleep 2
+in_ct systemctl start mosquitto || fail "systemctl start mosquitto failed"
+wait_for 40 "the spool to drain after the broker is back" drained
+T=25 in_ct sh -c "mosquitto_sub -h 127.0.0.1 -u boot-test -P '$password' -c -i boot-test-replay -q 1 -t '$topic' -W 20 | grep -m1 -q '\"replayed\":true'" \
+    || fail "no replayed batch reached the durable subscriber within 20 s"
+[[ $(show MainPID) == "$main" ]] || fail "the gateway restarted during the broker outage"
+log "broker outage: spooled ($outage_status), drained after the broker came back, replayed batches arrive, same main PID"
 
 # --- 4. reload --------------------------------------------------------------------------------
 mark=$(journal_lines)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine that has only the Rust
 # toolchain: the real peers (mosquitto, pymodbus, socat), the ARM64 cross toolchain and qemu-user,
-# and the Rust components (aarch64 target, nightly miri), then the cargo tools (cargo-fuzz,
-# cargo-deb). Idempotent and quick when everything is present. Needs root for apt-get (CI runs
-# as root).
+# debootstrap and systemd-nspawn for systemd/boot-test.sh, and the Rust components (aarch64
+# target, nightly miri), then the cargo tools (cargo-fuzz, cargo-deb). Idempotent and quick
+# when everything is present. Needs root for apt-get (CI runs as root).
 #
 #   tests/install-peers.sh                 everything
 #   tests/install-peers.sh --system        everything but the cargo tools
@@ -28,7 +28,8 @@ if [[ $what == --cargo-tools ]]; then
     exit
 fi
 
-apt_packages=(mosquitto mosquitto-clients socat openssl systemd file procps gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+apt_packages=(mosquitto mosquitto-clients socat openssl systemd file procps gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+    debootstrap systemd-container)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,6 +18,8 @@
 #
 # usage: systemd/boot-test.sh [path/to/edge-gateway_<ver>_amd64.deb]
 #        (default: build it with cross/package.sh x86_64-unknown-linux-gnu --profile release)
+#        systemd/boot-test.sh --prepare: only make the cached container tree (CI does this in
+#        the background while the host's tests run)
 #        BOOT_TEST_UNIT=path/to/edge-gateway.service systemd/boot-test.sh ...: test that unit
 #        (installed over the package's as /etc/systemd/system/edge-gateway.service)
 #
@@ -70,19 +72,6 @@ flock -w 5 9 || fail "another boot-test.sh runs on $cache (lock $cache/lock)"
 
 t0=$SECONDS
 
-# --- the package ------------------------------------------------------------------------------
-if (($# >= 1)); then
-    deb=$1
-else
-    log "building the amd64 package (cross/package.sh x86_64-unknown-linux-gnu --profile release)"
-    out=$(timeout 3600 bash cross/package.sh x86_64-unknown-linux-gnu --profile release 2>"$cache/package.log") \
-        || { tail -20 "$cache/package.log" >&2; fail "cross/package.sh failed (log: $cache/package.log)"; }
-    deb=$(printf '%s\n' "$out" | sed -n 's/^package: \(.*\.deb\) (amd64) ok.*/\1/p')
-fi
-[[ -f $deb ]] || fail "no package at '$deb'"
-[[ $(dpkg-deb -f "$deb" Architecture) == amd64 ]] || fail "$deb is not an amd64 package"
-log "package $deb"
-
 # --- the container tree (cached) --------------------------------------------------------------
 if [[ ! -f $rootfs/.boot-test-complete ]]; then
     mirror=${BOOT_TEST_MIRROR:-$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1)}
@@ -98,6 +87,24 @@ if [[ ! -f $rootfs/.boot-test-complete ]]; then
     mv "$rootfs.tmp" "$rootfs"
     log "debootstrap took $((SECONDS - t)) s"
 fi
+
+if [[ ${1:-} == --prepare ]]; then
+    log "container tree ready: $rootfs"
+    exit
+fi
+
+# --- the package ------------------------------------------------------------------------------
+if (($# >= 1)); then
+    deb=$1
+else
+    log "building the amd64 package (cross/package.sh x86_64-unknown-linux-gnu --profile release)"
+    out=$(timeout 3600 bash cross/package.sh x86_64-unknown-linux-gnu --profile release 2>"$cache/package.log") \
+        || { tail -20 "$cache/package.log" >&2; fail "cross/package.sh failed (log: $cache/package.log)"; }
+    deb=$(printf '%s\n' "$out" | sed -n 's/^package: \(.*\.deb\) (amd64) ok.*/\1/p')
+fi
+[[ -f $deb ]] || fail "no package at '$deb'"
+[[ $(dpkg-deb -f "$deb" Architecture) == amd64 ]] || fail "$deb is not an amd64 package"
+log "package $deb"
 
 rm -rf "$run"
 cp -a "$rootfs" "$run"

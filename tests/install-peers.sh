@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 case $what in
 all | --system | --cargo-tools) ;;
-*) sed -n '2,13p' "$0" >&2; exit 2 ;;
+*) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac
 
 cargo_tools() {

@@ -19,13 +19,14 @@ stage "build the tests"
 cargo test --workspace --release --no-run
 
 # While the host's tests run they leave much of the two cores idle (they wait on their peers),
-# so the cargo tools (cargo-fuzz, cargo-deb) and the aarch64 builds of the ARM64 stage are made
-# meanwhile, at the lowest CPU priority: the tests keep the CPU whenever they want it. The
-# aarch64 builds go to target/cross/, so they neither wait for the lock cargo keeps on target/
-# nor touch the host's build. Waited for before the fuzz stage; on any exit it is stopped.
+# so the boot test's container tree (debootstrap), the cargo tools (cargo-fuzz, cargo-deb) and
+# the aarch64 builds of the ARM64 stage are made meanwhile, at the lowest CPU priority: the
+# tests keep the CPU whenever they want it. The aarch64 builds go to target/cross/, so they
+# neither wait for the lock cargo keeps on target/ nor touch the host's build. Waited for
+# before the fuzz stage; on any exit it is stopped.
 background_log=target/ci-background.log
-(nice -n 19 bash tests/install-peers.sh --cargo-tools && nice -n 19 bash cross/ci.sh build) \
-    >"$background_log" 2>&1 &
+(nice -n 19 bash systemd/boot-test.sh --prepare && nice -n 19 bash tests/install-peers.sh --cargo-tools \
+    && nice -n 19 bash cross/ci.sh build) >"$background_log" 2>&1 &
 background=$!
 kill_tree() {
     local child
@@ -43,14 +44,14 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p edgegw-ringbuf
 stage "miri over the ring's in-process logic"
 CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p edgegw-ringbuf --test model
 
-stage "wait for the background builds (cargo tools, aarch64 suites)"
+stage "wait for the background builds (container tree, cargo tools, aarch64 suites)"
 if ! wait "$background"; then
     cat "$background_log"
     echo "run-all: the background builds failed (log above: $background_log)" >&2
     exit 1
 fi
 trap - EXIT
-grep -E '^(== |install-peers)' "$background_log" || true
+grep -E '^(== |install-peers|boot-test)' "$background_log" || true
 
 stage "fuzz (short runs; long-run commands in plc-adapters/README.md)"
 (cd plc-adapters/fuzz && mkdir -p corpus/decode corpus/config \
@@ -59,5 +60,8 @@ stage "fuzz (short runs; long-run commands in plc-adapters/README.md)"
 
 stage "ARM64 and packages: the three suites under qemu-aarch64, the aarch64 demo under qemu, the arm64 and amd64 .deb"
 bash cross/ci.sh
+
+stage "the amd64 package under a real systemd 252 (nspawn): start, hardening, data, reload, stop, exit 78"
+bash systemd/boot-test.sh "$(ls -t target/debian/edge-gateway_*_amd64.deb | head -n1)"
 
 stage "done"

@@ -2,8 +2,9 @@
 //!
 //! A producer is the only writer of its ring's slots and of `head`. It caches `head`,
 //! `next_seq` and the last `tail` it saw, so a push that finds room touches only its own line:
-//! one slot write, one release store, one RMW on the consumer's parked flag, and a syscall only
-//! when the consumer sleeps.
+//! one slot write, one release store, a plain load of the consumer's park word (a compiler fence
+//! between them; a real fence where membarrier is unavailable, see `protocol.rs`), and an RMW
+//! and a syscall only when the consumer sleeps.
 
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::Sequenced;
 use crate::error::{Full, RingClaimError, RingCorruptError};
 use crate::layout::ControlBlock;
+use crate::protocol::PublishFence;
 use crate::shm::{SharedRing, SideClaim};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
@@ -24,6 +26,8 @@ pub struct Producer<T: Sequenced> {
     head: u64,
     tail_seen: u64,
     next_seq: u64,
+    /// The fence `publish` uses: `Light` while the asymmetric fence is in force.
+    fence: PublishFence,
     claim: SideClaim,
 }
 
@@ -38,6 +42,7 @@ impl<T: Sequenced> std::fmt::Debug for Producer<T> {
             .field("epoch", &self.epoch)
             .field("head", &self.head)
             .field("next_seq", &self.next_seq)
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -79,8 +84,18 @@ impl<T: Sequenced> Producer<T> {
         c.producer_state
             .producer_attaches
             .store(attaches + 1, Relaxed);
+        // Light only if a consumer's membarrier reaches this process: a shared ring (heap rings and
+        // miri never register) and a successful registration. `producer_attach_fence` then
+        // falls back to Full if a consumer of this ring cannot call membarrier.
+        let want = if ring.inner.is_shared() && crate::membarrier::register_process() {
+            PublishFence::Light
+        } else {
+            PublishFence::Full
+        };
+        let fence = c.producer_attach_fence(want);
         Ok(Self {
             slots,
+            fence,
             capacity: g.capacity,
             mask: g.mask,
             epoch: g.epoch,
@@ -130,7 +145,7 @@ impl<T: Sequenced> Producer<T> {
     fn commit(&mut self) {
         let inner = &self.ring.inner;
         let c = inner.control();
-        if c.publish(self.head) {
+        if c.publish(self.head, &mut self.fence) {
             if let Some(n) = &inner.data_ready {
                 n.notify();
             }

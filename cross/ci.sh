@@ -18,7 +18,11 @@ SECONDS=0
 step() { printf '\n== cross/ci.sh [%4ss] %s\n' "$SECONDS" "$*"; }
 
 step "aarch64: the ring's tests under qemu-aarch64"
-bash cross/test-aarch64.sh -p edgegw-ringbuf --lib --tests
+# qemu-user does not emulate seccomp filters (prctl(PR_SET_SECCOMP) fails with EINVAL), which
+# the two membarrier-fallback tests install; they run on the host (see cross/README.md).
+bash cross/test-aarch64.sh -p edgegw-ringbuf --lib --tests -- \
+    --skip a_consumer_denied_membarrier_by_seccomp_is_woken_for_every_record \
+    --skip a_consumer_that_loses_membarrier_after_attaching_is_woken_for_every_record
 
 step "aarch64 binary (release profile) and the demo under qemu"
 bash cross/build.sh aarch64-unknown-linux-gnu --profile release

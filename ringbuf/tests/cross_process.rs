@@ -487,11 +487,14 @@ fn stress(how: Spawn, wait: WaitKind) {
     println!(
         "stress {how:?}/{wait:?}: {} records checked in {:.2?}; {kills} producers SIGKILLed and \
          restarted ({quiet_lives} before publishing anything; per push mode {modes_seen:?}), \
-         {takeovers} parent take-overs; {} wake-ups to the consumer, {} to waiting producers",
+         {takeovers} parent take-overs; {} wake-ups to the consumer, {} to waiting producers; \
+         membarrier denied: {}, last producer on the real fence: {}",
         reader.expect,
         start.elapsed(),
         s.wakeups_sent,
         s.space_wakeups_sent,
+        s.membarrier_denied,
+        s.producer_fenced,
     );
 }
 

@@ -79,6 +79,11 @@ fn a_consumer_that_loses_membarrier_after_attaching_is_woken_for_every_record() 
     run_isolated("seccomp:after-attach", outer_limit());
 }
 
+#[test]
+fn a_consumer_parked_without_a_timeout_is_woken_for_every_single_record() {
+    run_isolated("ping-pong", outer_limit());
+}
+
 /// The entry point of every child process these tests start; a no-op in a normal test run.
 #[test]
 fn child_entry() {
@@ -92,6 +97,7 @@ fn child_entry() {
         ["map-shared"] => forked_write_is_read_by_parent(),
         ["map-private-control"] => forked_write_is_not_seen_in_a_private_mapping(),
         ["refusals"] => from_inherited_refusals(),
+        ["ping-pong"] => ping_pong(),
         ["seccomp", when] => seccomp_consumer(*when == "after-attach"),
         _ => panic!("unknown role {role:?}"),
     }
@@ -820,5 +826,79 @@ fn seccomp_consumer(after_attach: bool) {
         "seccomp (after attach: {after_attach}): {read} records checked in {:.2?}, {} wake-ups",
         start.elapsed(),
         s.wakeups_sent
+    );
+}
+
+// ---- one record at a time --------------------------------------------------------------------
+
+/// A forked producer pushes one record, then waits for the consumer's acknowledgement on a pipe
+/// before the next; the consumer parks on the fast path (the producer's compiler fence against
+/// the consumer's membarrier) with no timeout before each. Every record therefore needs its
+/// own wake-up, and a lost one hangs the consumer until the watchdog fails the test.
+fn ping_pong() {
+    use std::io::{Read, Write};
+    let rounds = xproc::records_wanted().min(5_000);
+    let ring = SharedRing::<TelemetryRecord>::create(&RingOptions {
+        capacity: 64,
+        epoch: EPOCH,
+        source_id: xproc::SOURCE_ID,
+    })
+    .expect("creating the ring");
+    let mut consumer = ring.consumer().expect("consumer");
+    let (ack_r, ack_w) = nix::unistd::pipe().expect("pipe");
+    let (mut ack_r, mut ack_w) = (std::fs::File::from(ack_r), std::fs::File::from(ack_w));
+    assert_safe_to_fork();
+    let parent = nix::unistd::getpid();
+    // SAFETY: as in `spawn_producer`: this process runs only this scenario, the child touches
+    // the ring, a pipe and a sleep, and `_exit`s without returning into libtest.
+    let child = match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            xproc::die_with_parent(parent);
+            let mut p = ring.producer().expect("producer");
+            let mut byte = [0u8];
+            for seq in 0..rounds {
+                // Give the consumer time to park (a record that finds it awake needs no wake-up).
+                std::thread::sleep(Duration::from_micros(20));
+                p.try_push(record_for(seq)).expect("room");
+                if ack_r.read_exact(&mut byte).is_err() {
+                    break;
+                }
+            }
+            // SAFETY: `_exit` is async-signal-safe and skips libtest's exit path.
+            unsafe { nix::libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    let start = Instant::now();
+    for seq in 0..rounds {
+        assert!(
+            start.elapsed() < watchdog(),
+            "watchdog: round {seq} of {rounds}"
+        );
+        let batch = loop {
+            consumer.wait(None).expect("wait");
+            let batch = consumer.read().expect("ring indices");
+            if !batch.is_empty() {
+                break batch;
+            }
+        };
+        assert_eq!(batch.len(), 1, "one record per round");
+        check(batch.iter().next().expect("one"), EPOCH, seq);
+        batch.release_all();
+        ack_w.write_all(b"a").expect("ack");
+    }
+    match waitpid(child, None).expect("waitpid") {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("producer ended with {other:?}"),
+    }
+    let s = ring.stats();
+    assert_eq!(s.pushed, rounds);
+    println!(
+        "ping-pong: {rounds} records, {} wake-ups, in {:.2?}; membarrier denied: {}, producer \
+         on the real fence: {}",
+        s.wakeups_sent,
+        start.elapsed(),
+        s.membarrier_denied,
+        s.producer_fenced
     );
 }

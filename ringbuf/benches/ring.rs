@@ -46,6 +46,10 @@ const ROUNDS: usize = 5;
 /// the reads cannot be optimised away.
 static TOUCHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Set if any ring run's producer published with a real fence instead of the fast path's
+/// compiler fence (membarrier unavailable to one side; see the crate's `protocol.rs`).
+static FENCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn touch(sum: u64) {
     TOUCHED.fetch_add(sum, std::sync::atomic::Ordering::Relaxed);
 }
@@ -312,7 +316,11 @@ fn ring_xproc(n: u64, batch: usize, count: bool) -> (f64, Syscalls) {
     }
     let secs = start.elapsed().as_secs_f64();
     peer.wait_done();
-    let syscalls = window_syscalls(&peer, io0, perf, ring.stats().wakeups_sent);
+    let stats = ring.stats();
+    let syscalls = window_syscalls(&peer, io0, perf, stats.wakeups_sent);
+    if stats.producer_fenced {
+        FENCED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     peer.finish();
     (n as f64 / secs, syscalls)
 }
@@ -1012,6 +1020,14 @@ fn main() {
     );
     println!("\nsummary (medians) against the ring issue's targets:");
     if let Some(t) = &t {
+        println!(
+            "  ring publish fence: {}",
+            if FENCED.load(std::sync::atomic::Ordering::Relaxed) {
+                "real fence(SeqCst) (membarrier unavailable: the fallback)"
+            } else {
+                "compiler fence + consumer's membarrier (the fast path)"
+            }
+        );
         let r64 = t.ring64.median() / t.rtrb64.median();
         let r1 = t.ring1.median() / t.rtrb1.median();
         println!(

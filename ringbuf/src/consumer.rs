@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::Sequenced;
 use crate::error::{RingCorruptError, RingWaitError};
 use crate::layout::ControlBlock;
+use crate::protocol::{Park, UNACKED_PARK_LIMIT};
 use crate::shm::{SharedRing, SideClaim};
 use crate::sync::Ordering::{Acquire, Relaxed};
 
@@ -31,6 +32,8 @@ pub struct Consumer<T: Sequenced> {
     mask: u64,
     tail: u64,
     claim: SideClaim,
+    /// Whether parks call membarrier (the probe at attach succeeded and no call failed since).
+    membarrier: bool,
     /// Upper bound of the spin in `wait`.
     spin_limit: Duration,
     /// How long the next `wait` spins: `spin_limit` while records keep arriving within it,
@@ -58,7 +61,15 @@ impl<T: Sequenced> Consumer<T> {
         let g = ring.inner.geometry;
         // Acquire: pairs with the previous consumer's release of its claim.
         let tail = ring.inner.control().consumer.tail.load(Acquire);
+        // Heap rings never park on the park word; a shared ring's consumer probes membarrier
+        // once and tells the producers (`protocol.rs`, "Fallbacks") if it cannot call it.
+        let membarrier = ring.inner.is_shared() && {
+            let ok = crate::membarrier::global_expedited();
+            ring.inner.control().consumer_attach_fence(ok);
+            ok
+        };
         Self {
+            membarrier,
             slots: ring.inner.slots::<T>(),
             capacity: g.capacity,
             mask: g.mask,
@@ -160,8 +171,16 @@ impl<T: Sequenced> Consumer<T> {
         match &inner.data_ready {
             Some(n) => {
                 let rest = timeout.map(|t| t.saturating_sub(start.elapsed()));
-                if c.consumer_prepare_park(self.tail) {
-                    let slept = n.wait(rest);
+                let sleep = match c.consumer_prepare_park(self.tail, &mut self.membarrier) {
+                    Park::Ready => None,
+                    Park::Sleep => Some(rest),
+                    // A publish may have missed the flag: look again after the bound.
+                    Park::SleepBounded => Some(Some(
+                        rest.map_or(UNACKED_PARK_LIMIT, |r| r.min(UNACKED_PARK_LIMIT)),
+                    )),
+                };
+                if let Some(limit) = sleep {
+                    let slept = n.wait(limit);
                     c.consumer_unpark();
                     slept?;
                 }
@@ -234,15 +253,25 @@ impl<T: Sequenced> Consumer<T> {
                 self.async_fd = Some(registered.map_err(std::io::Error::from)?);
             }
             let c = inner.control();
-            if !c.consumer_prepare_park(self.tail) {
-                return Ok(());
-            }
+            let bounded = match c.consumer_prepare_park(self.tail, &mut self.membarrier) {
+                Park::Ready => return Ok(()),
+                Park::Sleep => false,
+                Park::SleepBounded => true,
+            };
             let afd = self.async_fd.as_ref().expect("registered above");
             // If this future is dropped here, the flag stays set: the producer's next publish
             // sends one spurious wake-up and clears it. Nothing is lost.
-            let mut guard = afd.readable().await?;
-            notifier.drain();
-            guard.clear_ready();
+            if bounded {
+                // A publish may have missed the flag: look again after the bound.
+                if let Ok(guard) = tokio::time::timeout(UNACKED_PARK_LIMIT, afd.readable()).await {
+                    notifier.drain();
+                    guard?.clear_ready();
+                }
+            } else {
+                let mut guard = afd.readable().await?;
+                notifier.drain();
+                guard.clear_ready();
+            }
             c.consumer_unpark();
         }
     }

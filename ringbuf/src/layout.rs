@@ -31,7 +31,7 @@ pub const LINE: usize = 128;
 /// `b"EDGEGWRB"`: the first 8 bytes of every ring segment.
 pub const MAGIC: [u8; 8] = *b"EDGEGWRB";
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Offset of the control block (the four atomic lines) from the start of the segment.
 pub const CONTROL_OFFSET: usize = LINE;
 /// Offset of the first record slot.
@@ -75,7 +75,9 @@ const _: () = assert!(size_of::<Header>() == LINE);
 pub struct ProducerLine {
     /// Index one past the last published record. Ever increasing; never wraps in practice.
     pub head: AtomicU64,
-    /// Non-zero while the consumer sleeps (or is about to) waiting for records.
+    /// The consumer's park word (bits in `protocol.rs`): parked, "a consumer could not call
+    /// membarrier", "the producer publishes with a real fence". Layout version 2 gave it these
+    /// bits (version 1 held only 0 or 1).
     pub consumer_parked: AtomicU32,
 }
 
@@ -129,6 +131,9 @@ pub struct ControlBlock {
     pub producer_state: ProducerState,
     /// See [`ConsumerState`].
     pub consumer_state: ConsumerState,
+    /// loom only: whether the modelled membarrier works (see `protocol.rs`).
+    #[cfg(loom)]
+    pub model_membarrier: bool,
 }
 
 #[cfg(not(loom))]
@@ -139,8 +144,9 @@ const _: () = {
 
 #[cfg(loom)]
 impl ControlBlock {
-    /// A control block on the heap for the loom models.
-    pub fn new_for_model() -> Self {
+    /// A control block on the heap for the loom models; `membarrier` says whether the
+    /// modelled membarrier call succeeds.
+    pub fn new_for_model(membarrier: bool) -> Self {
         Self {
             producer: ProducerLine {
                 head: AtomicU64::new(0),
@@ -161,6 +167,7 @@ impl ControlBlock {
                 wakeups_sent: AtomicU64::new(0),
                 consumer_claim: AtomicU64::new(0),
             },
+            model_membarrier: membarrier,
         }
     }
 }

@@ -40,6 +40,8 @@ mod sync;
 #[cfg(not(loom))]
 mod consumer;
 #[cfg(not(loom))]
+mod membarrier;
+#[cfg(not(loom))]
 mod producer;
 #[cfg(not(loom))]
 mod shm;

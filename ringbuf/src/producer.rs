@@ -2,8 +2,9 @@
 //!
 //! A producer is the only writer of its ring's slots and of `head`. It caches `head`,
 //! `next_seq` and the last `tail` it saw, so a push that finds room touches only its own line:
-//! one slot write, one release store, one RMW on the consumer's parked flag, and a syscall only
-//! when the consumer sleeps.
+//! one slot write, one release store, a plain load of the consumer's park word (a compiler fence
+//! between them; a real fence where membarrier is unavailable, see `protocol.rs`), and an RMW
+//! and a syscall only when the consumer sleeps.
 
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::Sequenced;
 use crate::error::{Full, RingClaimError, RingCorruptError};
 use crate::layout::ControlBlock;
+use crate::protocol::PublishFence;
 use crate::shm::{SharedRing, SideClaim};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
@@ -24,6 +26,8 @@ pub struct Producer<T: Sequenced> {
     head: u64,
     tail_seen: u64,
     next_seq: u64,
+    /// The fence `publish` uses: `Light` while the asymmetric fence is in force.
+    fence: PublishFence,
     claim: SideClaim,
 }
 
@@ -38,6 +42,7 @@ impl<T: Sequenced> std::fmt::Debug for Producer<T> {
             .field("epoch", &self.epoch)
             .field("head", &self.head)
             .field("next_seq", &self.next_seq)
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -79,8 +84,18 @@ impl<T: Sequenced> Producer<T> {
         c.producer_state
             .producer_attaches
             .store(attaches + 1, Relaxed);
+        // Light only if a consumer's membarrier reaches this process: a shared ring (heap rings and
+        // miri never register) and a successful registration. `producer_attach_fence` then
+        // falls back to Full if a consumer of this ring cannot call membarrier.
+        let want = if ring.inner.is_shared() && crate::membarrier::register_process() {
+            PublishFence::Light
+        } else {
+            PublishFence::Full
+        };
+        let fence = c.producer_attach_fence(want);
         Ok(Self {
             slots,
+            fence,
             capacity: g.capacity,
             mask: g.mask,
             epoch: g.epoch,
@@ -130,7 +145,7 @@ impl<T: Sequenced> Producer<T> {
     fn commit(&mut self) {
         let inner = &self.ring.inner;
         let c = inner.control();
-        if c.publish(self.head) {
+        if c.publish(self.head, &mut self.fence) {
             if let Some(n) = &inner.data_ready {
                 n.notify();
             }
@@ -166,16 +181,32 @@ impl<T: Sequenced> Producer<T> {
         if n == 0 {
             return 0;
         }
-        for (i, v) in values[..n].iter().enumerate() {
-            let mut r = *v;
-            r.stamp(self.epoch, self.next_seq.wrapping_add(i as u64));
-            // SAFETY: `i < n ≤ free`, so slot `head + i` is below `tail_seen + capacity`.
-            unsafe { self.write_slot(self.head + i as u64, r) };
+        let (start, first) = self.run(n);
+        let (epoch, seq) = (self.epoch, self.next_seq);
+        let base = self.slots.as_ptr();
+        // SAFETY: `run` splits the `n ≤ free` slots from `head` into `[start, start + first)`
+        // and `[0, n - first)`, both inside the data area and outside `[tail, head)`, so the
+        // consumer reads none of them and we are the only writer; `values` is caller memory,
+        // which cannot overlap the mapping's slots we own. `T: Pod`, so a bytewise copy is a
+        // valid `T`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), base.add(start), first);
+            std::ptr::copy_nonoverlapping(values.as_ptr().add(first), base, n - first);
+            stamp_run(base.add(start), first, epoch, seq);
+            stamp_run(base, n - first, epoch, seq.wrapping_add(first as u64));
         }
         self.head += n as u64;
-        self.next_seq = self.next_seq.wrapping_add(n as u64);
+        self.next_seq = seq.wrapping_add(n as u64);
         self.commit();
         n
+    }
+
+    /// Splits the `n` slots from `head` at the end of the data area: the first one's index and
+    /// how many lie before the wrap (the rest start at slot 0).
+    #[inline]
+    fn run(&self, n: usize) -> (usize, usize) {
+        let start = (self.head & self.mask) as usize;
+        (start, n.min(self.capacity as usize - start))
     }
 
     /// Pushes records taken from `values`, built straight into their slots (no staging
@@ -186,21 +217,36 @@ impl<T: Sequenced> Producer<T> {
     /// overwrites them.
     pub fn try_push_from_iter<I: Iterator<Item = T>>(&mut self, values: I) -> usize {
         let wanted = values.size_hint().1.map_or(self.capacity, |n| n as u64);
-        let free = self.free(wanted.clamp(1, self.capacity));
-        let mut n = 0u64;
-        for mut r in values.take(free as usize) {
-            r.stamp(self.epoch, self.next_seq.wrapping_add(n));
-            // SAFETY: `n < free`, so slot `head + n` is below `tail_seen + capacity`.
-            unsafe { self.write_slot(self.head + n, r) };
-            n += 1;
+        let free = self.free(wanted.clamp(1, self.capacity)) as usize;
+        if free == 0 {
+            return 0;
+        }
+        let mut values = values;
+        let (start, first) = self.run(free);
+        let (epoch, seq) = (self.epoch, self.next_seq);
+        let base = self.slots.as_ptr();
+        // SAFETY: as in `try_push_slice`: both runs lie inside the data area, in slots from
+        // `head` below `tail_seen + capacity`, which the consumer does not read.
+        let mut n = unsafe { fill_run(base.add(start), first, &mut values, epoch, seq) };
+        if n == first && first < free {
+            // SAFETY: as above, the part of the run after the wrap.
+            n += unsafe {
+                fill_run(
+                    base,
+                    free - first,
+                    &mut values,
+                    epoch,
+                    seq.wrapping_add(n as u64),
+                )
+            };
         }
         if n == 0 {
             return 0;
         }
-        self.head += n;
-        self.next_seq = self.next_seq.wrapping_add(n);
+        self.head += n as u64;
+        self.next_seq = seq.wrapping_add(n as u64);
         self.commit();
-        n as usize
+        n
     }
 
     /// Pushes one record, waiting up to `timeout` for space. Hands the record back if the ring
@@ -275,6 +321,44 @@ impl<T: Sequenced> Producer<T> {
     /// The ring this producer writes.
     pub fn ring(&self) -> &SharedRing<T> {
         &self.ring
+    }
+}
+
+/// Writes up to `len` records from `values` to `dst[0..len)`, stamped with `epoch` and
+/// consecutive sequence numbers from `seq`; returns how many. Takes nothing from `values` beyond
+/// what it writes. One pointer walk over a contiguous run: no index masking per record.
+///
+/// # Safety
+/// `dst[0..len)` must be slots this producer may write (outside `[tail, head)`, in the data
+/// area).
+#[inline(always)]
+unsafe fn fill_run<T: Sequenced>(
+    dst: *mut T,
+    len: usize,
+    values: &mut impl Iterator<Item = T>,
+    epoch: u64,
+    seq: u64,
+) -> usize {
+    let mut i = 0;
+    while i < len {
+        let Some(mut r) = values.next() else { break };
+        r.stamp(epoch, seq.wrapping_add(i as u64));
+        // SAFETY: `i < len`, inside the run the caller vouches for.
+        unsafe { dst.add(i).write(r) };
+        i += 1;
+    }
+    i
+}
+
+/// Stamps `dst[0..len)` in place with `epoch` and consecutive sequence numbers from `seq`.
+///
+/// # Safety
+/// As for [`fill_run`]; the records must be initialised (copied in just before).
+#[inline(always)]
+unsafe fn stamp_run<T: Sequenced>(dst: *mut T, len: usize, epoch: u64, seq: u64) {
+    for i in 0..len {
+        // SAFETY: `i < len`, inside the run the caller vouches for; nobody else accesses it.
+        unsafe { (*dst.add(i)).stamp(epoch, seq.wrapping_add(i as u64)) };
     }
 }
 

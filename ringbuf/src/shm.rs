@@ -155,6 +155,11 @@ impl Inner {
         unsafe { NonNull::new_unchecked(self.region.base().add(DATA_OFFSET).cast::<T>()) }
     }
 
+    /// Whether the ring lives in a shared memfd (not on the heap).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.memfd().is_some()
+    }
+
     fn memfd(&self) -> Option<&OwnedFd> {
         match &self.region {
             Region::Shared { memfd, .. } => Some(memfd),
@@ -377,6 +382,7 @@ impl<T> SharedRing<T> {
         // Relaxed everywhere: a metrics snapshot, not a synchronisation point.
         let pushed = c.producer.head.load(Relaxed);
         let released = c.consumer.tail.load(Relaxed);
+        let park_word = c.producer.consumer_parked.load(Relaxed);
         RingStats {
             capacity: self.inner.geometry.capacity,
             pushed,
@@ -387,6 +393,8 @@ impl<T> SharedRing<T> {
             wakeups_sent: c.producer_state.wakeups_sent.load(Relaxed),
             space_wakeups_sent: c.consumer_state.wakeups_sent.load(Relaxed),
             producer_attaches: c.producer_state.producer_attaches.load(Relaxed),
+            membarrier_denied: park_word & crate::protocol::NO_MEMBARRIER != 0,
+            producer_fenced: park_word & crate::protocol::FENCED != 0,
         }
     }
 
@@ -422,6 +430,12 @@ pub struct RingStats {
     pub space_wakeups_sent: u64,
     /// How many times a producer claimed the ring (restarts show as > 1).
     pub producer_attaches: u64,
+    /// A consumer of this ring could not call `membarrier` (e.g. a seccomp filter denies it):
+    /// producers publish with a real fence, one locked instruction per publish.
+    pub membarrier_denied: bool,
+    /// The current producer publishes with a real fence (its membarrier registration failed,
+    /// or `membarrier_denied`), not the compiler fence of the fast path.
+    pub producer_fenced: bool,
 }
 
 /// Whether a ring side is held.

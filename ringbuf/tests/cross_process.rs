@@ -69,6 +69,21 @@ fn from_inherited_rejects_a_missing_or_malformed_env_var_and_fds_of_the_wrong_ki
     run_isolated("refusals", outer_limit());
 }
 
+#[test]
+fn a_consumer_denied_membarrier_by_seccomp_is_woken_for_every_record() {
+    run_isolated("seccomp:before-attach", outer_limit());
+}
+
+#[test]
+fn a_consumer_that_loses_membarrier_after_attaching_is_woken_for_every_record() {
+    run_isolated("seccomp:after-attach", outer_limit());
+}
+
+#[test]
+fn a_consumer_parked_without_a_timeout_is_woken_for_every_single_record() {
+    run_isolated("ping-pong", outer_limit());
+}
+
 /// The entry point of every child process these tests start; a no-op in a normal test run.
 #[test]
 fn child_entry() {
@@ -82,6 +97,8 @@ fn child_entry() {
         ["map-shared"] => forked_write_is_read_by_parent(),
         ["map-private-control"] => forked_write_is_not_seen_in_a_private_mapping(),
         ["refusals"] => from_inherited_refusals(),
+        ["ping-pong"] => ping_pong(),
+        ["seccomp", when] => seccomp_consumer(*when == "after-attach"),
         _ => panic!("unknown role {role:?}"),
     }
 }
@@ -476,11 +493,14 @@ fn stress(how: Spawn, wait: WaitKind) {
     println!(
         "stress {how:?}/{wait:?}: {} records checked in {:.2?}; {kills} producers SIGKILLed and \
          restarted ({quiet_lives} before publishing anything; per push mode {modes_seen:?}), \
-         {takeovers} parent take-overs; {} wake-ups to the consumer, {} to waiting producers",
+         {takeovers} parent take-overs; {} wake-ups to the consumer, {} to waiting producers; \
+         membarrier denied: {}, last producer on the real fence: {}",
         reader.expect,
         start.elapsed(),
         s.wakeups_sent,
         s.space_wakeups_sent,
+        s.membarrier_denied,
+        s.producer_fenced,
     );
 }
 
@@ -679,4 +699,206 @@ fn from_inherited_refusals() {
         "memfd is not sealed against shrinking",
     );
     drop(adopted);
+}
+
+// ---- a consumer that may not call membarrier -----------------------------------------------
+
+/// Installs a seccomp filter on the calling thread only (no `TSYNC`) that fails `membarrier`
+/// with EPERM, as systemd's `SystemCallFilter=` with `SystemCallErrorNumber=EPERM` would. The
+/// filter checks only the syscall number: this test runs on the host architecture.
+fn deny_membarrier_in_this_thread() {
+    use nix::libc as c;
+    let stmt = |code: u32, k: u32| c::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let filter = [
+        // A = seccomp_data.nr (offset 0).
+        stmt(c::BPF_LD | c::BPF_W | c::BPF_ABS, 0),
+        // if A == SYS_membarrier fall through, else skip one.
+        c::sock_filter {
+            code: (c::BPF_JMP | c::BPF_JEQ | c::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: c::SYS_membarrier as u32,
+        },
+        stmt(
+            c::BPF_RET | c::BPF_K,
+            c::SECCOMP_RET_ERRNO | c::EPERM as u32,
+        ),
+        stmt(c::BPF_RET | c::BPF_K, c::SECCOMP_RET_ALLOW),
+    ];
+    let prog = c::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with integer arguments; PR_SET_NO_NEW_PRIVS only restricts this thread.
+    let rc = unsafe { c::prctl(c::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    assert_eq!(
+        rc,
+        0,
+        "PR_SET_NO_NEW_PRIVS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `prog` points at `filter`, both alive for the call; the kernel copies the program.
+    let rc = unsafe {
+        c::prctl(
+            c::PR_SET_SECCOMP,
+            c::SECCOMP_MODE_FILTER as c::c_ulong,
+            &prog as *const c::sock_fprog,
+        )
+    };
+    assert_eq!(rc, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
+    // SAFETY: membarrier(MEMBARRIER_CMD_QUERY) takes integers and touches no memory.
+    let rc = unsafe { c::syscall(c::SYS_membarrier, 0, 0, 0) };
+    let err = std::io::Error::last_os_error();
+    assert!(
+        rc == -1 && err.raw_os_error() == Some(c::EPERM),
+        "the filter denies membarrier: rc {rc}, {err}"
+    );
+}
+
+/// The consumer runs in a thread whose seccomp filter denies membarrier (from before it
+/// attaches, or only after it attached and probed successfully); the producer is an exec'd
+/// process without the filter, so it registers and starts on the fast path. The consumer
+/// waits without a timeout: a lost wake-up hangs it until the watchdog fails the test.
+fn seccomp_consumer(after_attach: bool) {
+    let (limit, start) = (watchdog(), Instant::now());
+    let want = xproc::records_wanted().min(2_000_000);
+    let ring = SharedRing::<TelemetryRecord>::create(&RingOptions {
+        capacity: CAPACITY,
+        epoch: EPOCH,
+        source_id: xproc::SOURCE_ID,
+    })
+    .expect("creating the ring");
+    let consumer_ring = ring.clone();
+    let consumer = std::thread::spawn(move || {
+        if !after_attach {
+            deny_membarrier_in_this_thread();
+        }
+        let consumer = consumer_ring.consumer().expect("consumer");
+        if after_attach {
+            assert!(
+                !consumer_ring.stats().membarrier_denied,
+                "the consumer's probe succeeded before the filter"
+            );
+            deny_membarrier_in_this_thread();
+        }
+        let mut reader = Reader::new(consumer, WaitKind::Blocking);
+        let mut rng = Rng::new(xproc::seed());
+        // Until every record is read and the producer has switched to its real fence (it does
+        // so at the first publish that reads the flag), so the fallback is what ran.
+        while reader.expect < want || !consumer_ring.stats().producer_fenced {
+            assert!(
+                start.elapsed() < limit,
+                "watchdog: seq {} of {want} after {limit:?}",
+                reader.expect
+            );
+            reader.consumer.wait(None).expect("wait");
+            let max = if rng.one_in(4) {
+                1 + rng.below(300) as usize
+            } else {
+                usize::MAX
+            };
+            reader.read_some(max, None);
+        }
+        reader.expect
+    });
+    // Spawned from this thread, which has no filter: the producer registers for membarrier.
+    let mut cmd = xproc::self_command("producer:one");
+    cmd.stdout(std::process::Stdio::null());
+    ring.pass_to_child(&mut cmd).expect("handing the ring over");
+    xproc::die_with_parent_on_exec(&mut cmd);
+    let mut child = cmd.spawn().expect("spawning an exec'd producer");
+    let read = consumer.join().expect("the consumer thread");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaping the producer");
+    let s = ring.stats();
+    assert!(
+        s.membarrier_denied,
+        "the consumer reported membarrier denied"
+    );
+    assert!(s.producer_fenced, "the producer switched to a real fence");
+    assert!(s.wakeups_sent > 0, "the consumer parked and was woken");
+    println!(
+        "seccomp (after attach: {after_attach}): {read} records checked in {:.2?}, {} wake-ups",
+        start.elapsed(),
+        s.wakeups_sent
+    );
+}
+
+// ---- one record at a time --------------------------------------------------------------------
+
+/// A forked producer pushes one record, then waits for the consumer's acknowledgement on a pipe
+/// before the next; the consumer parks on the fast path (the producer's compiler fence against
+/// the consumer's membarrier) with no timeout before each. Every record therefore needs its
+/// own wake-up, and a lost one hangs the consumer until the watchdog fails the test.
+fn ping_pong() {
+    use std::io::{Read, Write};
+    let rounds = xproc::records_wanted().min(5_000);
+    let ring = SharedRing::<TelemetryRecord>::create(&RingOptions {
+        capacity: 64,
+        epoch: EPOCH,
+        source_id: xproc::SOURCE_ID,
+    })
+    .expect("creating the ring");
+    let mut consumer = ring.consumer().expect("consumer");
+    let (ack_r, ack_w) = nix::unistd::pipe().expect("pipe");
+    let (mut ack_r, mut ack_w) = (std::fs::File::from(ack_r), std::fs::File::from(ack_w));
+    assert_safe_to_fork();
+    let parent = nix::unistd::getpid();
+    // SAFETY: as in `spawn_producer`: this process runs only this scenario, the child touches
+    // the ring, a pipe and a sleep, and `_exit`s without returning into libtest.
+    let child = match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            xproc::die_with_parent(parent);
+            let mut p = ring.producer().expect("producer");
+            let mut byte = [0u8];
+            for seq in 0..rounds {
+                // Give the consumer time to park (a record that finds it awake needs no wake-up).
+                std::thread::sleep(Duration::from_micros(20));
+                p.try_push(record_for(seq)).expect("room");
+                if ack_r.read_exact(&mut byte).is_err() {
+                    break;
+                }
+            }
+            // SAFETY: `_exit` is async-signal-safe and skips libtest's exit path.
+            unsafe { nix::libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    let start = Instant::now();
+    for seq in 0..rounds {
+        assert!(
+            start.elapsed() < watchdog(),
+            "watchdog: round {seq} of {rounds}"
+        );
+        let batch = loop {
+            consumer.wait(None).expect("wait");
+            let batch = consumer.read().expect("ring indices");
+            if !batch.is_empty() {
+                break batch;
+            }
+        };
+        assert_eq!(batch.len(), 1, "one record per round");
+        check(batch.iter().next().expect("one"), EPOCH, seq);
+        batch.release_all();
+        ack_w.write_all(b"a").expect("ack");
+    }
+    match waitpid(child, None).expect("waitpid") {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("producer ended with {other:?}"),
+    }
+    let s = ring.stats();
+    assert_eq!(s.pushed, rounds);
+    println!(
+        "ping-pong: {rounds} records, {} wake-ups, in {:.2?}; membarrier denied: {}, producer \
+         on the real fence: {}",
+        s.wakeups_sent,
+        start.elapsed(),
+        s.membarrier_denied,
+        s.producer_fenced
+    );
 }

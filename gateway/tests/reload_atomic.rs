@@ -272,6 +272,13 @@ fn reload_by_atomic_rename_changes_only_what_changed_and_nothing_gaps() {
     let t2 = Instant::now();
     replace_atomically(&path, &config(dir.path(), port, &plcs, 2));
     reloaded(2);
+    // READY=1 follows the reload's decisions; the new adapter process may start a moment
+    // later (the old one is stopped first), so wait for it, bounded.
+    wait_until("plc-b's new adapter runs", Duration::from_secs(20), || {
+        adapter_pids(gw)
+            .get("plc-b")
+            .is_some_and(|pid| *pid != pids1["plc-b"])
+    });
     let pids2 = adapter_pids(gw);
     assert_ne!(pids2["plc-b"], pids1["plc-b"], "plc-b's adapter restarted");
     for s in ["plc-a", "plc-c", "sim"] {

@@ -1,6 +1,6 @@
 //! `membarrier(2)`, the heavy half of the asymmetric fence in `protocol.rs`.
 //!
-//! A producer process registers with `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED` when it claims
+//! A producer process registers with `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED` before it claims
 //! a ring; a parking consumer calls `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, which returns only after
 //! every running thread of every registered process has executed a full memory barrier (and the
 //! caller itself, at entry and exit). Either call can fail: no such syscall (`ENOSYS`, old
@@ -33,9 +33,10 @@ fn membarrier(cmd: nix::libc::c_int) -> bool {
     rc == 0
 }
 
-/// Registers this process, so a consumer's [`global_expedited`] reaches its threads. Idempotent;
-/// called at every producer claim (a registration is per process and survives `fork`, but a
-/// claim does not rely on that).
+/// Registers this process, so a consumer's [`global_expedited`] reaches its threads. Idempotent
+/// and cheap once registered; the first call of a multi-threaded process waits for an RCU grace
+/// period (about 13 ms here), so it is made before a producer claims its ring, at every claim (a
+/// registration is per process and survives `fork`, but a claim does not rely on that).
 pub(crate) fn register_process() -> bool {
     #[cfg(miri)]
     {

@@ -50,7 +50,12 @@ impl<T: Sequenced> std::fmt::Debug for Producer<T> {
 impl<T: Sequenced> Producer<T> {
     /// Takes over the producer side after the claim succeeded: recovers `head` and the sequence
     /// left by any previous producer.
-    pub(crate) fn attach(ring: SharedRing<T>, claim: SideClaim) -> Result<Self, RingClaimError> {
+    /// `registered`: this process registered for membarrier (see [`crate::membarrier`]).
+    pub(crate) fn attach(
+        ring: SharedRing<T>,
+        claim: SideClaim,
+        registered: bool,
+    ) -> Result<Self, RingClaimError> {
         let g = ring.inner.geometry;
         let slots = ring.inner.slots::<T>();
         let c = ring.inner.control();
@@ -85,9 +90,10 @@ impl<T: Sequenced> Producer<T> {
             .producer_attaches
             .store(attaches + 1, Relaxed);
         // Light only if a consumer's membarrier reaches this process: a shared ring (heap rings and
-        // miri never register) and a successful registration. `producer_attach_fence` then
-        // falls back to Full if a consumer of this ring cannot call membarrier.
-        let want = if ring.inner.is_shared() && crate::membarrier::register_process() {
+        // miri never register) and a successful registration, made before the claim.
+        // `producer_attach_fence` then falls back to Full if a consumer of this ring cannot call
+        // membarrier.
+        let want = if registered {
             PublishFence::Light
         } else {
             PublishFence::Full

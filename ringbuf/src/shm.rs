@@ -339,8 +339,13 @@ impl<T: Sequenced> SharedRing<T> {
     /// sequence: records it pushed are never renumbered, records it was writing when it died
     /// were never published.
     pub fn producer(&self) -> Result<Producer<T>, RingClaimError> {
+        // Register for membarrier before the claim, not while holding it: the first
+        // registration of a multi-threaded process waits for an RCU grace period (about 13 ms
+        // measured here), time in which a claimed ring would publish nothing. Heap rings and
+        // miri never register.
+        let registered = self.inner.is_shared() && crate::membarrier::register_process();
         let claim = self.claim_side(Side::Producer)?;
-        Producer::attach(self.clone(), claim)
+        Producer::attach(self.clone(), claim, registered)
     }
 
     /// Claims the consumer side.

@@ -5,95 +5,19 @@
 //! that really stalls (its spool write blocked by another process's exclusive lock while the
 //! broker is down) stops the watchdog pings until it moves again.
 
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "common/notify.rs"]
+mod notify;
 use common::{Mosquitto, free_port};
+use notify::NotifySocket;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-gateway");
 /// The watchdog interval the test hands the gateway: pings every second.
 const WATCHDOG: Duration = Duration::from_secs(2);
-
-/// Datagrams received, with their arrival time.
-#[derive(Clone, Default)]
-struct Heard(Arc<Mutex<Vec<(Instant, String)>>>);
-
-impl Heard {
-    fn listen(socket: UnixDatagram) -> Self {
-        let heard = Self::default();
-        let h = heard.clone();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            // Ends when the test process ends; every read is bounded by the timeout.
-            loop {
-                match socket.recv(&mut buf) {
-                    Ok(n) => h.0.lock().unwrap().push((
-                        Instant::now(),
-                        String::from_utf8_lossy(&buf[..n]).into_owned(),
-                    )),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(e) => panic!("notify socket: {e}"),
-                }
-            }
-        });
-        heard
-    }
-
-    fn all(&self) -> Vec<(Instant, String)> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// Waits until a datagram satisfies `pred`; returns its index.
-    fn wait_for(&self, what: &str, within: Duration, pred: impl Fn(&str) -> bool) -> usize {
-        self.wait_for_from(0, what, within, pred)
-    }
-
-    /// Waits until a datagram from index `from` on satisfies `pred`; returns its index.
-    fn wait_for_from(
-        &self,
-        from: usize,
-        what: &str,
-        within: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> usize {
-        let start = Instant::now();
-        loop {
-            if let Some(i) = self.all().iter().skip(from).position(|(_, m)| pred(m)) {
-                return from + i;
-            }
-            assert!(
-                start.elapsed() < within,
-                "no {what} within {within:?}; heard: {:#?}",
-                self.texts()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn texts(&self) -> Vec<String> {
-        self.all().into_iter().map(|(_, m)| m).collect()
-    }
-
-    /// Arrival times of `WATCHDOG=1` pings.
-    fn pings(&self) -> Vec<Instant> {
-        self.all()
-            .into_iter()
-            .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
-            .map(|(t, _)| t)
-            .collect()
-    }
-}
 
 fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     let path = dir.join("gateway.toml");
@@ -145,7 +69,7 @@ fn children(pid: u32) -> Vec<u32> {
 fn notify_messages_in_order_and_a_stalled_forwarder_stops_the_watchdog() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
-    let heard = Heard::listen(UnixDatagram::bind(&socket_path).unwrap());
+    let heard = NotifySocket::listen(&socket_path);
     let port = free_port();
     let mut broker = Mosquitto::start(dir.path(), port);
     let path = config(dir.path(), port);
@@ -209,7 +133,7 @@ fn notify_messages_in_order_and_a_stalled_forwarder_stops_the_watchdog() {
 
     // Reload by SIGHUP (the file is unchanged, so nothing restarts): RELOADING=1 with
     // MONOTONIC_USEC= in one datagram, then READY=1.
-    let from = heard.all().len();
+    let from = heard.texts().len();
     signal(&gateway, nix::sys::signal::Signal::SIGHUP);
     let reloading = heard.wait_for_from(from, "RELOADING=1", Duration::from_secs(20), |m| {
         m.lines().any(|l| l == "RELOADING=1")
@@ -315,7 +239,7 @@ fn notify_messages_in_order_and_a_stalled_forwarder_stops_the_watchdog() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let from = heard.all().len();
+    let from = heard.texts().len();
     broker.restart();
     heard.wait_for_from(
         from,

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Datagrams received, in arrival order.
+/// Datagrams received, in arrival order, with their arrival time.
 #[derive(Clone, Default)]
-pub struct NotifySocket(Arc<Mutex<Vec<String>>>);
+pub struct NotifySocket(Arc<Mutex<Vec<(Instant, String)>>>);
 
 impl NotifySocket {
     /// Binds `path` and collects datagrams until the test process ends (each read is
@@ -27,11 +27,10 @@ impl NotifySocket {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match socket.recv(&mut buf) {
-                    Ok(n) => {
-                        h.0.lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    }
+                    Ok(n) => h.0.lock().unwrap().push((
+                        Instant::now(),
+                        String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    )),
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -46,7 +45,28 @@ impl NotifySocket {
 
     /// Every datagram so far.
     pub fn texts(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Arrival times of `WATCHDOG=1` pings.
+    pub fn pings(&self) -> Vec<Instant> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Waits (at most `within`) until a datagram satisfies `pred`; returns its index.
+    pub fn wait_for(&self, what: &str, within: Duration, pred: impl Fn(&str) -> bool) -> usize {
+        self.wait_for_from(0, what, within, pred)
     }
 
     /// Datagrams that have `line` as one of their lines (`READY=1`, `RELOADING=1`).

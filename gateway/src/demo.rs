@@ -32,6 +32,7 @@ use tokio::sync::watch;
 
 use crate::adapter::AdapterJob;
 use crate::daemon::{RunHandle, RunPlan, SourceSpec};
+use crate::relay::Relay;
 use crate::sinks::mqtt::{MqttConfig, MqttSink};
 use crate::spool::SpoolConfig;
 
@@ -136,58 +137,6 @@ impl BrokerProcess {
     fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A TCP relay to the broker that can cut every connection and refuse new ones.
-struct Relay {
-    port: u16,
-    down: Arc<std::sync::atomic::AtomicBool>,
-    cut: watch::Sender<u64>,
-}
-
-impl Relay {
-    async fn start(broker_port: u16) -> anyhow::Result<Self> {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (cut, cuts) = watch::channel(0u64);
-        let relay_down = Arc::clone(&down);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                if relay_down.load(Ordering::Relaxed) {
-                    continue; // dropped: the connection is refused
-                }
-                let mut cuts = cuts.clone();
-                // Only cuts after this connection was accepted end it.
-                cuts.borrow_and_update();
-                tokio::spawn(async move {
-                    let Ok(mut broker) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
-                    else {
-                        return;
-                    };
-                    // Small MQTT packets: no Nagle delay on either hop.
-                    let _ = (client.set_nodelay(true), broker.set_nodelay(true));
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut broker) => {}
-                        _ = cuts.changed() => {}
-                    }
-                });
-            }
-        });
-        Ok(Self { port, down, cut })
-    }
-
-    fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::Relaxed);
-        if down {
-            self.cut.send_modify(|n| *n += 1);
-        }
     }
 }
 
@@ -310,7 +259,7 @@ async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let broker = BrokerProcess::start(port, &seen)?;
     wait_for_port(port, Duration::from_secs(10))?;
-    let relay = Relay::start(port).await?;
+    let relay = Relay::start(port, false).await?;
     println!(
         "demo: Modbus simulator on {}, MQTT broker on 127.0.0.1:{port} (reached through 127.0.0.1:{}), state in {}",
         sim.local_addr(),
@@ -372,7 +321,7 @@ async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
         }
         if let Some(since) = outage_since
             && since.elapsed() >= Duration::from_secs(outage)
-            && relay.down.load(std::sync::atomic::Ordering::Relaxed)
+            && relay.is_down()
         {
             relay.set_down(false);
             println!("demo: broker reachable again");

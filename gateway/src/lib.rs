@@ -8,6 +8,7 @@ pub mod demo;
 pub mod epoch;
 pub mod forward;
 pub mod logging;
+pub mod relay;
 pub mod reload;
 pub mod sinks;
 pub mod spool;

@@ -13,17 +13,15 @@
 mod gateway;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
-#[path = "common/relay.rs"]
-mod relay;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use edgegw::relay::Relay;
 use gateway::{BIN, GatewayProcess, Seen, collect_until_quiet};
 use mosquitto::{BrokerOptions, Mosquitto, Subscriber, SubscriberOptions};
-use relay::Relay;
 
 /// The bound: the smallest the configuration accepts.
 const MAX_BYTES: u64 = 1024 * 1024;
@@ -86,7 +84,7 @@ async fn spool_at_its_bound_drops_oldest_counts_and_logs_them_and_loses_nothing_
     let mut sub = Subscriber::start(broker.port, "edge-gateway/#", SubscriberOptions::default());
     sub.wait_subscribed(0, Duration::from_secs(10)).await;
     // The gateway's way to the broker, cut from the start.
-    let relay = Relay::start(broker.port, true).await;
+    let relay = Relay::start(broker.port, true).await.expect("relay");
 
     // 100 tags at 100 Hz: 10,000 records/s, more than 100 kB/s of spool.
     let tags: Vec<String> = (0..100)

@@ -26,8 +26,6 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 mod common;
 use common::{Mosquitto, free_port};
-#[path = "common/relay.rs"]
-mod relay;
 
 #[derive(Default)]
 struct Seen {
@@ -132,7 +130,9 @@ async fn broker_stopped_three_times_at_10k_points_per_second_loses_nothing() {
         linger: Duration::from_millis(50),
         exe: env!("CARGO_BIN_EXE_edge-gateway").into(),
     };
-    let relay = relay::Relay::start(port, false).await;
+    let relay = edgegw::relay::Relay::start(port, false)
+        .await
+        .expect("relay");
     let mut mqtt = MqttConfig::new("127.0.0.1");
     mqtt.port = Some(relay.port);
     mqtt.client_id = Some("edge-gateway-test".into());

@@ -18,8 +18,6 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 mod common;
 use common::{Mosquitto, free_port};
-#[path = "common/relay.rs"]
-mod relay;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-gateway");
 
@@ -106,7 +104,9 @@ fn sigterm_while_the_broker_is_down_spools_and_everything_arrives_after_restart(
     let port = free_port();
     let _broker = Mosquitto::start(dir.path(), port);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let relay = rt.block_on(relay::Relay::start(port, false));
+    let relay = rt
+        .block_on(edgegw::relay::Relay::start(port, false))
+        .expect("relay");
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,

@@ -57,11 +57,6 @@ skips=(
     --skip a_silent_device_does_not_delay_another_devices_polls
     --skip illegal_address_reports_exception_code_2_and_other_reads_stay_good
     --skip units_on_one_serial_line_are_polled_and_a_silent_unit_only_times_out_itself
-    # The test's premise is that a SIGKILLed mosquitto has already written every acknowledged
-    # message to its connected subscriber; with the subscriber emulated (slow to read), 6
-    # broker-acknowledged batches were still in mosquitto's queue when it died. The sink's own
-    # checks (every batch acknowledged or handed back) passed.
-    --skip broker_killed_mid_stream_every_unacked_batch_is_handed_back
     # Not of speed: these two install a seccomp filter that denies membarrier, and qemu-user
     # does not emulate seccomp (prctl(PR_SET_SECCOMP) fails with EINVAL).
     --skip a_consumer_denied_membarrier_by_seccomp_is_woken_for_every_record

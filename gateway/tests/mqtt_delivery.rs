@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use edgegw::forward::dispatch::{BatchId, BatchSink, SendRefused, SinkEvent};
 use edgegw::sinks::mqtt::{MqttConfig, MqttSink};
-use mosquitto::{BrokerOptions, Mosquitto, Subscriber, SubscriberOptions};
+use mosquitto::{BrokerOptions, Mosquitto, Received, Subscriber, SubscriberOptions};
 use tokio::time::{Instant, timeout};
 
 fn config(port: u16) -> MqttConfig {
@@ -40,19 +40,41 @@ fn id_of(payload: &[u8]) -> u64 {
 /// Collects the ids the subscriber has seen until all of `1..=n` are there, within `within`.
 /// Returns (distinct ids, messages received).
 async fn received_all(sub: &mut Subscriber, n: u64, within: Duration) -> (BTreeSet<u64>, u64) {
-    let mut seen = BTreeSet::new();
-    let mut messages = 0;
-    let deadline = Instant::now() + within;
-    while seen.len() < n as usize {
-        match tokio::time::timeout_at(deadline, sub.rx.recv()).await {
-            Ok(Some(m)) => {
-                messages += 1;
-                seen.insert(id_of(&m.payload));
-            }
-            _ => break,
+    let mut seen = Seen::default();
+    seen.until_all(sub, n, within).await;
+    (seen.ids, seen.messages)
+}
+
+/// What the subscriber has received so far: distinct ids and the number of messages.
+#[derive(Default)]
+struct Seen {
+    ids: BTreeSet<u64>,
+    messages: u64,
+}
+
+impl Seen {
+    fn take(&mut self, m: &Received) {
+        self.messages += 1;
+        self.ids.insert(id_of(&m.payload));
+    }
+
+    /// Takes in whatever has arrived, without waiting.
+    fn drain(&mut self, sub: &mut Subscriber) {
+        while let Ok(m) = sub.rx.try_recv() {
+            self.take(&m);
         }
     }
-    (seen, messages)
+
+    /// Receives until all of `1..=n` are there, or `within` has passed.
+    async fn until_all(&mut self, sub: &mut Subscriber, n: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.ids.len() < n as usize {
+            match tokio::time::timeout_at(deadline, sub.rx.recv()).await {
+                Ok(Some(m)) => self.take(&m),
+                _ => break,
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,10 +226,16 @@ async fn oversized_batches_are_refused_without_hurting_the_connection() {
 /// `Disconnected`; the test resends them as the dispatcher would; the subscriber ends up with
 /// every batch.
 ///
-/// Why a SIGKILLed broker loses nothing the subscriber should have: the subscriber stays
-/// connected, mosquitto queues a message to its subscribers before it sends the PUBACK
-/// (`handle__publish`), and with `max_inflight_messages 0` it holds nothing back. What the
-/// broker had not acknowledged is the sink's to hand back.
+/// What the subscriber may miss: a SIGKILLed broker can lose batches it has already
+/// acknowledged. mosquitto queues a message to its subscribers before it sends the PUBACK
+/// (`handle__publish`), but what it has not yet written to the subscriber's socket, or what
+/// the kernel discards with the socket when the process dies, never arrives (seen once in CI,
+/// 2026-12-02: five batches acknowledged just before the second kill). No client can prevent
+/// that, so the test allows it only where it can happen: a missing batch must have been
+/// acknowledged by the broker that was killed (before the `Disconnected` that ended its
+/// connection) and not yet delivered to the subscriber when the kill was sent. Anything else
+/// missing fails the test: an acknowledgement the sink credited to the wrong batch would show
+/// there. What the broker had not acknowledged is the sink's to hand back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_mid_stream_every_unacked_batch_is_handed_back() {
     let mut broker = Mosquitto::start(&BrokerOptions::default());
@@ -232,9 +260,16 @@ async fn broker_killed_mid_stream_every_unacked_batch_is_handed_back() {
     // the broker and dropped for lack of a subscriber: not the sink's doing).
     let mut hold_until_subscribed: Option<u64> = None;
     let mut killed_at = None;
+    // What the subscriber has received (taken in as the test goes); at each kill, the ids it
+    // had received when the kill was sent; then the ids acknowledged by the killed broker that
+    // were not among them: what that broker may have taken with it.
+    let mut seen = Seen::default();
+    let mut seen_at_kill: Option<BTreeSet<u64>> = None;
+    let mut broker_may_have_lost: BTreeSet<u64> = BTreeSet::new();
 
     timeout(Duration::from_secs(30), async {
         while acked.len() < N as usize {
+            seen.drain(&mut sub);
             if let Some(generation) = hold_until_subscribed
                 && *sub.subscribed.borrow() > generation
             {
@@ -263,6 +298,8 @@ async fn broker_killed_mid_stream_every_unacked_batch_is_handed_back() {
                 && sent_now > 0
                 && sink.in_flight() == sink.window()
             {
+                seen.drain(&mut sub);
+                seen_at_kill = Some(seen.ids.clone());
                 broker.kill();
                 kills += 1;
                 hold_until_subscribed = Some(*sub.subscribed.borrow());
@@ -285,6 +322,11 @@ async fn broker_killed_mid_stream_every_unacked_batch_is_handed_back() {
                 }
                 SinkEvent::Disconnected { unacked } => {
                     disconnects += 1;
+                    if let Some(delivered) = seen_at_kill.take() {
+                        let undelivered =
+                            acked.iter().map(|b| b.0).filter(|i| !delivered.contains(i));
+                        broker_may_have_lost.extend(undelivered);
+                    }
                     handed_back += unacked.len();
                     for id in &unacked {
                         assert!(
@@ -327,16 +369,27 @@ async fn broker_killed_mid_stream_every_unacked_batch_is_handed_back() {
     assert_eq!(c.acked, N, "each send acknowledged at most once");
     assert_eq!(c.published, N + handed_back as u64);
 
-    let (seen, messages) = received_all(&mut sub, N, Duration::from_secs(15)).await;
-    let missing: Vec<u64> = (1..=N).filter(|i| !seen.contains(i)).collect();
+    seen.until_all(&mut sub, N, Duration::from_secs(15)).await;
+    let missing: Vec<u64> = (1..=N).filter(|i| !seen.ids.contains(i)).collect();
+    let unexplained: Vec<u64> = missing
+        .iter()
+        .copied()
+        .filter(|i| !broker_may_have_lost.contains(i))
+        .collect();
     assert!(
-        missing.is_empty(),
-        "{} batches missing at the subscriber: {:?}",
-        missing.len(),
+        unexplained.is_empty(),
+        "{} batches missing at the subscriber that no dying broker explains (not both \
+         acknowledged by it and undelivered when it was killed): {:?} (all missing: {:?})",
+        unexplained.len(),
+        &unexplained[..unexplained.len().min(20)],
         &missing[..missing.len().min(20)]
     );
+    let messages = seen.messages;
     eprintln!(
-        "sent={N} handed_back={handed_back} received={messages} duplicates={}",
-        messages - N
+        "sent={N} handed_back={handed_back} received={messages} duplicates={} \
+         acknowledged_then_lost_by_the_killed_broker={} (of {} undelivered at the kills)",
+        messages + missing.len() as u64 - N,
+        missing.len(),
+        broker_may_have_lost.len()
     );
 }

@@ -133,7 +133,7 @@ fn notify_messages_in_order_and_a_stalled_forwarder_stops_the_watchdog() {
 
     // Reload by SIGHUP (the file is unchanged, so nothing restarts): RELOADING=1 with
     // MONOTONIC_USEC= in one datagram, then READY=1.
-    let from = heard.texts().len();
+    let from = heard.len();
     signal(&gateway, nix::sys::signal::Signal::SIGHUP);
     let reloading = heard.wait_for_from(from, "RELOADING=1", Duration::from_secs(20), |m| {
         m.lines().any(|l| l == "RELOADING=1")
@@ -239,7 +239,7 @@ fn notify_messages_in_order_and_a_stalled_forwarder_stops_the_watchdog() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let from = heard.texts().len();
+    let from = heard.len();
     broker.restart();
     heard.wait_for_from(
         from,

@@ -43,25 +43,29 @@ impl NotifySocket {
         heard
     }
 
+    /// Runs `f` over the datagrams so far, under the lock (no copy).
+    fn with<R>(&self, f: impl FnOnce(&[(Instant, String)]) -> R) -> R {
+        f(&self.0.lock().unwrap())
+    }
+
     /// Every datagram so far.
     pub fn texts(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, m)| m.clone())
-            .collect()
+        self.with(|all| all.iter().map(|(_, m)| m.clone()).collect())
+    }
+
+    /// Number of datagrams so far.
+    pub fn len(&self) -> usize {
+        self.with(<[_]>::len)
     }
 
     /// Arrival times of `WATCHDOG=1` pings.
     pub fn pings(&self) -> Vec<Instant> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
-            .map(|(t, _)| *t)
-            .collect()
+        self.with(|all| {
+            all.iter()
+                .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+                .map(|(t, _)| *t)
+                .collect()
+        })
     }
 
     /// Waits (at most `within`) until a datagram satisfies `pred`; returns its index.
@@ -71,10 +75,11 @@ impl NotifySocket {
 
     /// Datagrams that have `line` as one of their lines (`READY=1`, `RELOADING=1`).
     pub fn count(&self, line: &str) -> usize {
-        self.texts()
-            .iter()
-            .filter(|m| m.lines().any(|l| l == line))
-            .count()
+        self.with(|all| {
+            all.iter()
+                .filter(|(_, m)| m.lines().any(|l| l == line))
+                .count()
+        })
     }
 
     /// Waits (at most `within`) until a datagram from index `from` on satisfies `pred`;
@@ -88,7 +93,8 @@ impl NotifySocket {
     ) -> usize {
         let start = Instant::now();
         loop {
-            if let Some(i) = self.texts().iter().skip(from).position(|m| pred(m)) {
+            let found = self.with(|all| all.iter().skip(from).position(|(_, m)| pred(m)));
+            if let Some(i) = found {
                 return from + i;
             }
             assert!(

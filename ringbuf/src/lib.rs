@@ -42,6 +42,8 @@ mod consumer;
 #[cfg(not(loom))]
 mod membarrier;
 #[cfg(not(loom))]
+mod prefetch;
+#[cfg(not(loom))]
 mod producer;
 #[cfg(not(loom))]
 mod shm;

@@ -16,7 +16,7 @@
 //! | 0 | 128 | [`Header`]: magic, layout version, record size/alignment/type, geometry, epoch |
 //! | 128 | 128 | [`ProducerLine`]: `head`, `consumer_parked` |
 //! | 256 | 128 | [`ConsumerLine`]: `tail`, `producer_parked` |
-//! | 384 | 128 | [`ProducerState`]: `next_seq`, drops, wake-ups, the producer's claim |
+//! | 384 | 128 | [`ProducerState`]: `seq_floor`, drops, wake-ups, the producer's claim |
 //! | 512 | 128 | [`ConsumerState`]: wake-ups sent to the producer, the consumer's claim |
 //! | 640 | capacity × record size | the records, slot `i % capacity` holds index `i` |
 //!
@@ -96,8 +96,10 @@ pub struct ConsumerLine {
 #[derive(Debug)]
 #[repr(C, align(128))]
 pub struct ProducerState {
-    /// Sequence number the next pushed record gets.
-    pub next_seq: AtomicU64,
+    /// Lower bound of the sequence number the next pushed record gets: stored at a producer's
+    /// attach and by `count_dropped`, not per push. The next number is the larger of this and
+    /// one past the `seq` of the last published record (slot `head - 1`).
+    pub seq_floor: AtomicU64,
     /// Records the producer dropped because the ring was full (each skipped one `seq`).
     pub dropped_full: AtomicU64,
     /// Wake-ups (eventfd writes) the producer sent to a parked consumer.
@@ -157,7 +159,7 @@ impl ControlBlock {
                 producer_parked: AtomicU32::new(0),
             },
             producer_state: ProducerState {
-                next_seq: AtomicU64::new(0),
+                seq_floor: AtomicU64::new(0),
                 dropped_full: AtomicU64::new(0),
                 wakeups_sent: AtomicU64::new(0),
                 producer_claim: AtomicU64::new(0),

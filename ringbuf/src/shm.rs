@@ -393,7 +393,6 @@ impl<T> SharedRing<T> {
             pushed,
             released,
             occupancy: pushed.saturating_sub(released),
-            next_seq: c.producer_state.next_seq.load(Relaxed),
             dropped_full: c.producer_state.dropped_full.load(Relaxed),
             wakeups_sent: c.producer_state.wakeups_sent.load(Relaxed),
             space_wakeups_sent: c.consumer_state.wakeups_sent.load(Relaxed),
@@ -425,8 +424,6 @@ pub struct RingStats {
     pub released: u64,
     /// Records published and not yet released.
     pub occupancy: u64,
-    /// Sequence number the next record will get.
-    pub next_seq: u64,
     /// Records the producer dropped because the ring was full.
     pub dropped_full: u64,
     /// Wake-ups the producer sent to a parked consumer (its only syscalls on the push path).

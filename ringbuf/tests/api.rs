@@ -34,9 +34,9 @@ fn raw_map(ring: &SharedRing<TelemetryRecord>) -> memmap2::MmapRaw {
     memmap2::MmapRaw::map_raw(&m).unwrap()
 }
 
-/// Offsets from `layout.rs`: head at 128, tail at 256, next_seq at 384.
+/// Offsets from `layout.rs`: head at 128, tail at 256, seq_floor at 384.
 const HEAD: usize = 128;
-const NEXT_SEQ: usize = 384;
+const SEQ_FLOOR: usize = 384;
 
 fn poke_u64(map: &memmap2::MmapRaw, offset: usize, v: u64) {
     // SAFETY: `offset` is an 8-aligned in-bounds field of the control block; the test plays a
@@ -144,15 +144,15 @@ fn a_ring_has_one_producer_and_one_consumer_at_a_time() {
 }
 
 #[test]
-fn a_new_producer_continues_after_one_that_died_between_publish_and_seq_store() {
+fn a_new_producer_continues_from_the_last_published_record_above_a_lagging_floor() {
     let ring = SharedRing::<TelemetryRecord>::create(&OPTS).unwrap();
     let mut p = ring.producer().unwrap();
     for v in 0..5 {
         assert_eq!(p.try_push(rec(v)).unwrap(), v);
     }
     drop(p);
-    // The dead producer published seq 4 but its `next_seq` store never landed.
-    poke_u64(&raw_map(&ring), NEXT_SEQ, 3);
+    // Pushes do not raise the floor; make it lag further, as after a crash.
+    poke_u64(&raw_map(&ring), SEQ_FLOOR, 3);
     let mut p = ring.producer().unwrap();
     assert_eq!(p.next_seq(), 5);
     assert_eq!(p.try_push(rec(5)).unwrap(), 5);
@@ -303,6 +303,28 @@ fn a_consumer_with_no_spin_limit_parks_at_once_and_is_woken() {
     p.try_push(rec(1)).unwrap();
     assert!(t.join().unwrap(), "woken with a record");
     assert_eq!(ring.stats().wakeups_sent, 1);
+}
+
+#[test]
+fn counted_drops_survive_a_new_producer_whether_or_not_records_followed_them() {
+    let ring = SharedRing::<TelemetryRecord>::create(&OPTS).unwrap();
+    let mut c = ring.consumer().unwrap();
+    let mut p = ring.producer().unwrap();
+    p.try_push(rec(0)).unwrap();
+    p.count_dropped(3);
+    assert_eq!(p.try_push(rec(1)).unwrap(), 4, "seq 1-3 skipped");
+    drop(p);
+    // The last published record (seq 4) is above the floor the drop left (4).
+    let mut p = ring.producer().unwrap();
+    assert_eq!(p.next_seq(), 5);
+    p.count_dropped(2);
+    drop(p);
+    // Now the floor (7) is above the last published record.
+    let mut p = ring.producer().unwrap();
+    assert_eq!(p.try_push(rec(2)).unwrap(), 7);
+    let seqs: Vec<_> = c.read().unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [0, 4, 7]);
+    assert_eq!(ring.stats().dropped_full, 5);
 }
 
 #[test]

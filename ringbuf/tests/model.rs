@@ -136,7 +136,7 @@ fn check(ring: SharedRing<TelemetryRecord>, ops: &[Op]) {
         let stats = ring.stats();
         assert_eq!(stats.occupancy as usize, model.len());
         assert_eq!(stats.dropped_full, dropped);
-        assert_eq!(stats.next_seq, next_seq);
+        assert_eq!(producer.next_seq(), next_seq);
     }
 }
 

@@ -167,8 +167,7 @@ impl<T: Sequenced> Producer<T> {
         if n == 0 {
             return;
         }
-        let start = (from & self.mask) as usize;
-        let first = (n as usize).min(self.capacity as usize - start);
+        let (start, first) = self.run_at(from, n as usize);
         let base = self.slots.as_ptr();
         // `wrapping_add`: only addresses are formed, nothing is dereferenced; both runs stay in
         // the data area (`start + first ≤ capacity`, `n - first ≤ start`).
@@ -219,10 +218,10 @@ impl<T: Sequenced> Producer<T> {
             return 0;
         }
         self.prefetch_slots(self.head, n as u64);
-        let (start, first) = self.run(n);
+        let (start, first) = self.run_at(self.head, n);
         let (epoch, seq) = (self.epoch, self.next_seq);
         let base = self.slots.as_ptr();
-        // SAFETY: `run` splits the `n ≤ free` slots from `head` into `[start, start + first)`
+        // SAFETY: `run_at` splits the `n ≤ free` slots from `head` into `[start, start + first)`
         // and `[0, n - first)`, both inside the data area and outside `[tail, head)`, so the
         // consumer reads none of them and we are the only writer; `values` is caller memory,
         // which cannot overlap the mapping's slots we own. `T: Pod`, so a bytewise copy is a
@@ -239,11 +238,11 @@ impl<T: Sequenced> Producer<T> {
         n
     }
 
-    /// Splits the `n` slots from `head` at the end of the data area: the first one's index and
-    /// how many lie before the wrap (the rest start at slot 0).
+    /// Splits the `n` slots from index `from` at the end of the data area: the first one's slot
+    /// and how many lie before the wrap (the rest start at slot 0).
     #[inline]
-    fn run(&self, n: usize) -> (usize, usize) {
-        let start = (self.head & self.mask) as usize;
+    fn run_at(&self, from: u64, n: usize) -> (usize, usize) {
+        let start = (from & self.mask) as usize;
         (start, n.min(self.capacity as usize - start))
     }
 
@@ -263,7 +262,7 @@ impl<T: Sequenced> Producer<T> {
         // Ask for every line of the run at once: the stores then find them owned instead of
         // each waiting for its line in turn.
         self.prefetch_slots(self.head, wanted.min(free as u64));
-        let (start, first) = self.run(free);
+        let (start, first) = self.run_at(self.head, free);
         let (epoch, seq) = (self.epoch, self.next_seq);
         let base = self.slots.as_ptr();
         // SAFETY: as in `try_push_slice`: both runs lie inside the data area, in slots from

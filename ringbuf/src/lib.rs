@@ -22,6 +22,8 @@
 //!   tokio ([`Consumer::readable`], feature `tokio`).
 //! - [`RingStats`] exposes the counters kept in shared memory (pushed, dropped as full,
 //!   wake-ups sent); [`SharedRing::producer_status`] tells whether the producer is alive.
+//! - [`CpuLatencyRequest`] (opt-in) keeps idle CPUs in shallow sleep through Linux PM QoS, so
+//!   a parked consumer is woken sooner, at the cost of power (see `cpu_latency.rs`).
 //!
 //! Crash semantics: a record becomes visible only when `head` moves past it, after it was
 //! written in full, so a producer killed at any instruction never exposes a torn record. The
@@ -39,6 +41,8 @@ mod sync;
 
 #[cfg(not(loom))]
 mod consumer;
+#[cfg(not(loom))]
+mod cpu_latency;
 #[cfg(not(loom))]
 mod membarrier;
 #[cfg(not(loom))]
@@ -61,6 +65,8 @@ pub use record::{Sequenced, TelemetryRecord, Value, ValueKind, flags};
 
 #[cfg(not(loom))]
 pub use consumer::{Consumer, DEFAULT_SPIN_LIMIT, ReadBatch};
+#[cfg(not(loom))]
+pub use cpu_latency::{CPU_LATENCY_DEVICE, CpuLatencyError, CpuLatencyRequest, cpu_latency_limit};
 #[cfg(not(loom))]
 pub use producer::Producer;
 #[cfg(not(loom))]

@@ -33,7 +33,7 @@ cross_setup "$target"
 cross_apt dpkg-dev
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
 
-for f in systemd/edge-gateway.service systemd/edge-gateway.sysusers; do
+for f in systemd/edge-gateway.service systemd/edge-gateway.sysusers systemd/edge-gateway.udev-rules; do
     [[ -f $f ]] || { echo "package: $f is missing (the systemd unit work provides it)" >&2; exit 1; }
 done
 
@@ -64,6 +64,8 @@ unit=$(find "$root" -path '*/systemd/system/edge-gateway.service' | head -n1)
 sysusers=$(find "$root" -path '*/sysusers.d/edge-gateway.conf' | head -n1)
 [[ -n $sysusers ]] || fail "no sysusers.d/edge-gateway.conf"
 [[ -x $root/usr/bin/edge-gateway ]] || fail "no executable /usr/bin/edge-gateway"
+cmp -s "$root/lib/udev/rules.d/60-edge-gateway.rules" systemd/edge-gateway.udev-rules \
+    || fail "no /lib/udev/rules.d/60-edge-gateway.rules (systemd/edge-gateway.udev-rules)"
 cmp -s "$root/etc/edge-gateway/gateway.toml" gateway/config/gateway.example.toml \
     || fail "/etc/edge-gateway/gateway.toml is not the example configuration"
 grep -qx /etc/edge-gateway/gateway.toml "$ctl/conffiles" || fail "gateway.toml is not a conffile"

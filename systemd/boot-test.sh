@@ -335,6 +335,12 @@ if [[ $mem =~ ^[0-9]+$ ]]; then log "memory accounting on: MemoryCurrent=$mem (M
 if [[ $tasks =~ ^[0-9]+$ ]]; then log "tasks accounting on: TasksCurrent=$tasks (TasksMax=$(show TasksMax))"; else
     log "tasks: not accounted in this container (TasksCurrent=$tasks): TasksMax not applied here"; fi
 log "DevicePolicy=$(show DevicePolicy): not verified in this container"
+# gateway.cpu_wake_latency_us: the unit opens the PM QoS device, the package ships the udev rule
+# that gives it to the group (no udev and no such device in a container: not exercised here).
+[[ $(show DeviceAllow) == *"/dev/cpu_dma_latency w"* ]] || fail "the unit does not allow /dev/cpu_dma_latency: $(show DeviceAllow)"
+in_ct grep -q '^SUBSYSTEM=="misc", KERNEL=="cpu_dma_latency", GROUP="edge-gateway", MODE="0660"$' \
+    /lib/udev/rules.d/60-edge-gateway.rules || fail "no udev rule for /dev/cpu_dma_latency in /lib/udev/rules.d/60-edge-gateway.rules"
+log "DeviceAllow=$(show DeviceAllow); udev rule /lib/udev/rules.d/60-edge-gateway.rules installed"
 
 sec=$(in_ct systemd-analyze security --no-pager edge-gateway 2>&1) || true
 printf '%s\n' "$sec" >"$cache/security.txt"

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use edgegw_ringbuf::{CPU_LATENCY_DEVICE, CpuLatencyError, CpuLatencyRequest, cpu_latency_limit};
 
 use crate::config::{self, ResolvedConfig};
 use crate::daemon::{RunPlan, SourceSpec};
@@ -53,8 +54,11 @@ pub fn spool_stats(path: &Path) -> anyhow::Result<()> {
 /// `edge-gateway run`: the daemon, until SIGTERM or SIGINT; SIGHUP or a changed file reloads.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
-    // Before anything starts: an unusable TLS or password file stops the command here.
+    // Before anything starts: an unusable TLS or password file stops the command here, and so
+    // does a CPU latency request the process may not make.
     let sink = mqtt_sink(path, &cfg)?;
+    // Held until this function returns (the process's exit withdraws it in any case).
+    let _cpu_latency = cpu_latency_request(path, &cfg)?;
     let telemetry = crate::telemetry::Telemetry::new(cfg.spool.path.clone(), Some(sink.counters()));
     let plan = run_plan(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -130,6 +134,68 @@ pub struct SinkSetupError {
 }
 
 impl SinkSetupError {
+    /// The process exit status: always [`config::EX_CONFIG`] (78).
+    pub const fn exit_code(&self) -> u8 {
+        config::EX_CONFIG
+    }
+}
+
+/// `gateway.cpu_wake_latency_us`: the request, if configured, held by the caller while it runs.
+pub fn cpu_latency_request(
+    path: &Path,
+    cfg: &ResolvedConfig,
+) -> Result<Option<CpuLatencyRequest>, CpuLatencySetupError> {
+    let Some(limit) = cfg.gateway.cpu_wake_latency else {
+        return Ok(None);
+    };
+    let request = CpuLatencyRequest::hold(limit).map_err(|error| CpuLatencySetupError {
+        config: path.to_owned(),
+        limit,
+        error,
+    })?;
+    // What is in force can be lower: another process may hold a smaller request.
+    let in_force = cpu_latency_limit().ok();
+    tracing::info!(
+        requested_us = limit.as_micros() as u64,
+        in_force_us = in_force.map(|l| l.as_micros() as u64),
+        device = CPU_LATENCY_DEVICE,
+        "holding a CPU wake-up latency request: idle CPUs stay in states they leave within it"
+    );
+    Ok(Some(request))
+}
+
+/// The configured CPU latency request could not be held (most often: the process may not
+/// write the device). A configuration-class error like [`SinkSetupError`]: exit status 78.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}: gateway.cpu_wake_latency_us = {}: {error}{}",
+    config.display(),
+    limit.as_micros(),
+    permission_hint(error)
+)]
+pub struct CpuLatencySetupError {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The limit asked for.
+    pub limit: Duration,
+    /// What the device said.
+    #[source]
+    pub error: CpuLatencyError,
+}
+
+fn permission_hint(error: &CpuLatencyError) -> &'static str {
+    match error {
+        CpuLatencyError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            "; the service user needs write access to the device (the package's udev rule gives \
+             it to group edge-gateway: systemd/README.md, \"CPU wake-up latency\")"
+        }
+        _ => "",
+    }
+}
+
+impl CpuLatencySetupError {
     /// The process exit status: always [`config::EX_CONFIG`] (78).
     pub const fn exit_code(&self) -> u8 {
         config::EX_CONFIG

@@ -99,11 +99,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Configuration errors already name the file, line, column and key; sink setup
-            // errors the file, the key and the file it names. Both exit 78 (EX_CONFIG).
+            // errors the file, the key and the file it names; a CPU latency request that
+            // cannot be held the file, the key and the device. All exit 78 (EX_CONFIG).
             if let Some(config_error) = e.downcast_ref::<edgegw::config::ConfigError>() {
                 eprintln!("{config_error}");
                 ExitCode::from(config_error.exit_code())
             } else if let Some(setup) = e.downcast_ref::<edgegw::cli::SinkSetupError>() {
+                eprintln!("edge-gateway: {setup}");
+                ExitCode::from(setup.exit_code())
+            } else if let Some(setup) = e.downcast_ref::<edgegw::cli::CpuLatencySetupError>() {
                 eprintln!("edge-gateway: {setup}");
                 ExitCode::from(setup.exit_code())
             } else {

@@ -252,6 +252,31 @@ fn bad_addresses_are_refused_without_a_lookup() {
 }
 
 #[test]
+fn a_cpu_wake_latency_beyond_a_second_is_refused_at_its_line() {
+    let text = edit(
+        "state_dir = \"/tmp/edge-gateway-test\"",
+        "state_dir = \"/tmp/edge-gateway-test\"\ncpu_wake_latency_us = 50000000",
+    );
+    let err = error_of(&text);
+    assert_problem(
+        &err,
+        line_of(&text, "cpu_wake_latency_us"),
+        Some(1),
+        "gateway.cpu_wake_latency_us",
+        "must be at most 1000000 (µs, i.e. 1 s)",
+    );
+    let ok = edit(
+        "state_dir = \"/tmp/edge-gateway-test\"",
+        "state_dir = \"/tmp/edge-gateway-test\"\ncpu_wake_latency_us = 0",
+    );
+    let cfg = config::parse(&ok, FILE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.gateway.cpu_wake_latency,
+        Some(std::time::Duration::ZERO)
+    );
+}
+
+#[test]
 fn interval_zero_is_refused_at_its_line() {
     let text = edit("interval_ms = 1000", "interval_ms = 0");
     let err = error_of(&text);

@@ -59,13 +59,18 @@ impl ConfigDiff {
         let (og, ng) = (&old.gateway, &new.gateway);
         let (op, np) = (&old.payload, &new.payload);
         d.batching_changed = op.max_batch != np.max_batch || op.linger != np.linger;
-        let checks: [(&'static str, bool); 5] = [
+        let checks: [(&'static str, bool); 6] = [
             // The gateway's name is in every payload, its epoch store in the state directory.
             ("gateway.name", og.name != ng.name),
             ("gateway.state_dir", og.state_dir != ng.state_dir),
             (
                 "gateway.ring_capacity",
                 og.ring_capacity != ng.ring_capacity,
+            ),
+            // Held from the start, before the runtime (`cli::run`).
+            (
+                "gateway.cpu_wake_latency_us",
+                og.cpu_wake_latency != ng.cpu_wake_latency,
             ),
             ("spool", old.spool != new.spool),
             ("payload.format", op.format != np.format),
@@ -239,14 +244,17 @@ name = "plc-b""#,
                 "host = \"127.0.0.1\"",
                 "host = \"127.0.0.1\"\nkeepalive_s = 5",
             )
-            .replace("name = \"gw\"", "name = \"gw2\"")
+            .replace("name = \"gw\"", "name = \"gw2\"\ncpu_wake_latency_us = 0")
             .replace(
                 "[[devices]]\nname = \"plc-a\"",
                 "[spool]\nmax_bytes = 1048576\n\n[[devices]]\nname = \"plc-a\"",
             );
         let d = ConfigDiff::between(&cfg(BASE), &cfg(&new));
         assert!(d.sink_changed);
-        assert_eq!(d.needs_restart, ["gateway.name", "spool"]);
+        assert_eq!(
+            d.needs_restart,
+            ["gateway.name", "gateway.cpu_wake_latency_us", "spool"]
+        );
     }
 
     #[test]

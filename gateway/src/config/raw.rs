@@ -72,6 +72,11 @@ pub struct GatewayConfig {
     /// Records each source's ring holds (a power of two).
     #[serde(default = "default_ring_capacity")]
     pub ring_capacity: usize,
+    /// While running, hold a request that no CPU takes longer than this to wake from idle
+    /// (Linux PM QoS, `/dev/cpu_dma_latency`), so a parked forwarder is woken sooner; absent:
+    /// no request. 0 keeps idle CPUs polling: the fastest wake-ups and the most power.
+    #[serde(default)]
+    pub cpu_wake_latency_us: Option<u32>,
 }
 
 /// Default `gateway.state_dir`.
@@ -94,6 +99,10 @@ pub const fn default_shutdown_timeout_ms() -> u64 {
 pub const fn default_ring_capacity() -> usize {
     16_384
 }
+
+/// Largest `gateway.cpu_wake_latency_us`: 1 s (a larger limit is no limit in practice; a value
+/// this large is more likely nanoseconds typed as µs).
+pub const MAX_CPU_WAKE_LATENCY_US: u32 = 1_000_000;
 
 /// Smallest and largest `gateway.ring_capacity`.
 pub const RING_CAPACITY_RANGE: (usize, usize) = (1024, 1 << 24);
@@ -517,6 +526,14 @@ fn validate_gateway(p: &mut Problems, g: &GatewayConfig) {
         p.add(
             "gateway.ring_capacity",
             format!("must be a power of two in {lo}..={hi}"),
+        );
+    }
+    if g.cpu_wake_latency_us
+        .is_some_and(|us| us > MAX_CPU_WAKE_LATENCY_US)
+    {
+        p.add(
+            "gateway.cpu_wake_latency_us",
+            format!("must be at most {MAX_CPU_WAKE_LATENCY_US} (µs, i.e. 1 s)"),
         );
     }
 }

@@ -78,6 +78,8 @@ pub struct GatewaySettings {
     pub epoch_store_path: PathBuf,
     /// Records per source ring.
     pub ring_capacity: usize,
+    /// The CPU wake-up latency request held while running (`gateway.cpu_wake_latency_us`).
+    pub cpu_wake_latency: Option<Duration>,
 }
 
 /// `[spool]`, resolved.
@@ -280,6 +282,9 @@ impl ResolvedConfig {
             epoch_store_path: state_dir.join(EPOCH_STORE_FILE),
             shutdown_timeout: Duration::from_millis(g.shutdown_timeout_ms),
             ring_capacity: g.ring_capacity,
+            cpu_wake_latency: g
+                .cpu_wake_latency_us
+                .map(|us| Duration::from_micros(u64::from(us))),
             state_dir,
         };
 
@@ -525,6 +530,13 @@ impl fmt::Display for ResolvedConfig {
             ms(g.shutdown_timeout),
             g.ring_capacity
         )?;
+        if let Some(l) = g.cpu_wake_latency {
+            writeln!(
+                f,
+                "  CPU wake-up latency request {} µs (held while running)",
+                l.as_micros()
+            )?;
+        }
 
         let m = &self.mqtt;
         writeln!(

@@ -340,7 +340,7 @@ log "DevicePolicy=$(show DevicePolicy): not verified in this container"
 [[ $(show DeviceAllow) == *"/dev/cpu_dma_latency w"* ]] || fail "the unit does not allow /dev/cpu_dma_latency: $(show DeviceAllow)"
 in_ct grep -q '^SUBSYSTEM=="misc", KERNEL=="cpu_dma_latency", GROUP="edge-gateway", MODE="0660"$' \
     /lib/udev/rules.d/60-edge-gateway.rules || fail "no udev rule for /dev/cpu_dma_latency in /lib/udev/rules.d/60-edge-gateway.rules"
-log "DeviceAllow=$(show DeviceAllow); udev rule /lib/udev/rules.d/60-edge-gateway.rules installed"
+log "DeviceAllow=$(show DeviceAllow | paste -sd ' '); udev rule /lib/udev/rules.d/60-edge-gateway.rules installed"
 
 sec=$(in_ct systemd-analyze security --no-pager edge-gateway 2>&1) || true
 printf '%s\n' "$sec" >"$cache/security.txt"

@@ -125,10 +125,13 @@ async fn dispatcher_with_the_mqtt_sink_delivers_every_record_through_a_broker_re
             _ => break,
         }
     }
-    drop(tx);
+    // The drain bound first, then the end of input: with nothing in flight the loop ends as
+    // soon as the input closes, dropping its end of the deadline channel (a send after the
+    // drop failed under qemu: SendError).
     deadline_tx
         .send(Some(Instant::now() + Duration::from_secs(5)))
         .unwrap();
+    drop(tx);
     let (stats, spool) = tokio::time::timeout(Duration::from_secs(15), dispatch)
         .await
         .expect("the dispatch loop ends within its bound")

@@ -2,8 +2,9 @@
 //!
 //! A parked consumer is woken on a CPU that is idle. How long that CPU takes to run it depends
 //! on how deep it sleeps: an exit from a deep idle state costs tens to hundreds of µs on ARM
-//! boards, and on a VM a halted vCPU must be rescheduled by the host (170-260 µs measured on the
-//! 2-vCPU machine the benchmark was written on, the pipe's reader included). The kernel keeps no
+//! boards, and on a VM a halted vCPU must be rescheduled by the host (on the 2-vCPU machine the
+//! benchmark was written on, 170-260 µs in earlier sessions and 45-80 µs on a later day, for the
+//! pipe's reader as well as the ring's consumer). The kernel keeps no
 //! CPU in an idle state whose exit latency exceeds the lowest request in force; 0 keeps idle
 //! CPUs polling instead of halting. This is what `cyclictest` and tuned's latency profiles do.
 //!
@@ -108,7 +109,7 @@ mod tests {
         );
         drop(request);
         // Above ours again: back to `before`, or to another holder's request if one came
-        // meanwhile (the gateway's tests hold 13 µs and more).
+        // meanwhile (the gateway's test holds 13 µs).
         let after = cpu_latency_limit().expect("reading the limit");
         assert!(
             after > wanted,

@@ -202,6 +202,17 @@ impl CpuLatencySetupError {
     }
 }
 
+/// A setup error of `run` ([`SinkSetupError`], [`CpuLatencySetupError`]) behind `e`, with its
+/// exit status; `None` for any other error.
+pub fn setup_error(e: &anyhow::Error) -> Option<(&dyn std::fmt::Display, u8)> {
+    if let Some(s) = e.downcast_ref::<SinkSetupError>() {
+        Some((s, s.exit_code()))
+    } else {
+        e.downcast_ref::<CpuLatencySetupError>()
+            .map(|s| (s as &dyn std::fmt::Display, s.exit_code()))
+    }
+}
+
 /// What `daemon::run` needs, from the resolved configuration.
 pub fn run_plan(cfg: &ResolvedConfig) -> anyhow::Result<RunPlan> {
     Ok(RunPlan {

@@ -104,12 +104,9 @@ fn main() -> ExitCode {
             if let Some(config_error) = e.downcast_ref::<edgegw::config::ConfigError>() {
                 eprintln!("{config_error}");
                 ExitCode::from(config_error.exit_code())
-            } else if let Some(setup) = e.downcast_ref::<edgegw::cli::SinkSetupError>() {
+            } else if let Some((setup, code)) = edgegw::cli::setup_error(&e) {
                 eprintln!("edge-gateway: {setup}");
-                ExitCode::from(setup.exit_code())
-            } else if let Some(setup) = e.downcast_ref::<edgegw::cli::CpuLatencySetupError>() {
-                eprintln!("edge-gateway: {setup}");
-                ExitCode::from(setup.exit_code())
+                ExitCode::from(code)
             } else {
                 eprintln!("edge-gateway: {e:#}");
                 ExitCode::FAILURE

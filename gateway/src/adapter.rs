@@ -112,14 +112,11 @@ pub fn main(source: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // Installed before the first poll: the supervisor's SIGTERM is a clean stop however
+        // early it comes.
+        let stop = crate::stop::StopSignals::install().context("installing the SIGTERM handler")?;
         let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+            stop.recv().await;
         };
         tracing::info!(source, pid = std::process::id(), "adapter running");
         match job {

@@ -65,8 +65,11 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        // Before anything else: SIGHUP's default action would end the process. Then the
-        // metrics endpoint, which the reloads move or turn off.
+        // Before anything starts (an adapter, READY=1 to systemd): from here on SIGTERM and
+        // SIGINT are a clean stop, never the default action.
+        let stop = crate::stop::StopSignals::install()?;
+        // Then SIGHUP, whose default action would end the process, and the metrics endpoint,
+        // which the reloads move or turn off.
         let config_path = path.to_owned();
         // A sink built by a reload continues the counters of the first one (and of every
         // sink since): the metrics' totals are the process's.
@@ -79,13 +82,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         )?;
         let on_stop = Arc::clone(&telemetry);
         let shutdown = async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-            }
+            tracing::info!("{}", stop.recv().await.name());
             on_stop.stopping();
         };
         let summary =

@@ -12,5 +12,6 @@ pub mod relay;
 pub mod reload;
 pub mod sinks;
 pub mod spool;
+pub mod stop;
 pub mod supervise;
 pub mod telemetry;

@@ -251,6 +251,9 @@ pub fn main(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
 }
 
 async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
+    // First: a Ctrl-C (or SIGTERM) while the demo is still starting ends it through the same
+    // clean stop and summary, and removes its state directory, as one later does.
+    let stop = crate::stop::StopSignals::install().context("installing the signal handlers")?;
     let dir = tempfile::Builder::new()
         .prefix("edge-gateway-demo-")
         .tempdir()?;
@@ -306,12 +309,12 @@ async fn run(seconds: Option<u64>, outage: u64) -> anyhow::Result<()> {
     let mut outage_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = stop.recv();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = &mut ctrl_c => break,
+            _ = &mut stop => break,
         }
         let t = started.elapsed();
         if outage_at.is_some_and(|at| t >= at) && outage_since.is_none() {

@@ -4,20 +4,25 @@
 //! - Two processes built from the same source read the segment; one of them may be a broken
 //!   producer. Everything the consumer trusts (geometry) is read once, checked, and cached
 //!   outside the segment; only the indices are read again, and they are range-checked.
-//! - Head and tail are written by different processes and live on separate lines. Each wake-up
-//!   flag sits on the line its *waker* already reads on the hot path (the consumer's parked flag
-//!   beside the head, the producer's beside the tail), so a busy consumer costs the producer no
-//!   extra cache miss.
+//! - Head and tail are written by different processes and live on separate lines.
+//! - The consumer's park word, which the producer loads right after every `head` store, is not
+//!   on the head line: a busy consumer keeps reading that line, so the producer's store often
+//!   has to ask for it back, and a load from the same line then waits for the line to arrive.
+//!   That load was the largest item of the producer's profile at batch 1 (perf, cpu-clock: a
+//!   third of its samples, layout version 2). It sits in [`ConsumerState`], which nobody
+//!   writes while the consumer is busy, so the load finds it in the producer's own cache.
+//! - The producer's parked flag stays beside the tail: the consumer's release stores the tail
+//!   and then swaps the flag, both on a line it owns.
 //! - Lines are 128 bytes: the prefetch pair on x86 and the line of some ARM cores.
 //!
 //! # Format
 //! | offset | size | content |
 //! |---|---|---|
 //! | 0 | 128 | [`Header`]: magic, layout version, record size/alignment/type, geometry, epoch |
-//! | 128 | 128 | [`ProducerLine`]: `head`, `consumer_parked` |
+//! | 128 | 128 | [`ProducerLine`]: `head` |
 //! | 256 | 128 | [`ConsumerLine`]: `tail`, `producer_parked` |
 //! | 384 | 128 | [`ProducerState`]: `seq_floor`, drops, wake-ups, the producer's claim |
-//! | 512 | 128 | [`ConsumerState`]: wake-ups sent to the producer, the consumer's claim |
+//! | 512 | 128 | [`ConsumerState`]: `consumer_parked`, wake-ups sent to the producer, the consumer's claim |
 //! | 640 | capacity × record size | the records, slot `i % capacity` holds index `i` |
 //!
 //! All counters start at zero: a fresh memfd reads as zeros, which is a valid control block.
@@ -31,7 +36,7 @@ pub const LINE: usize = 128;
 /// `b"EDGEGWRB"`: the first 8 bytes of every ring segment.
 pub const MAGIC: [u8; 8] = *b"EDGEGWRB";
 /// Bumped whenever anything in this module changes meaning.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Offset of the control block (the four atomic lines) from the start of the segment.
 pub const CONTROL_OFFSET: usize = LINE;
 /// Offset of the first record slot.
@@ -75,10 +80,6 @@ const _: () = assert!(size_of::<Header>() == LINE);
 pub struct ProducerLine {
     /// Index one past the last published record. Ever increasing; never wraps in practice.
     pub head: AtomicU64,
-    /// The consumer's park word (bits in `protocol.rs`): parked, "a consumer could not call
-    /// membarrier", "the producer publishes with a real fence". Layout version 2 gave it these
-    /// bits (version 1 held only 0 or 1).
-    pub consumer_parked: AtomicU32,
 }
 
 /// Written by the consumer on every release; read by the producer when the ring looks full.
@@ -111,10 +112,15 @@ pub struct ProducerState {
     pub producer_attaches: AtomicU64,
 }
 
-/// Consumer bookkeeping.
+/// The consumer's park word and bookkeeping: written when the consumer parks, claims, or wakes
+/// a producer, never while it is busy (see the module's design constraints).
 #[derive(Debug)]
 #[repr(C, align(128))]
 pub struct ConsumerState {
+    /// The consumer's park word (bits in `protocol.rs`): parked, "a consumer could not call
+    /// membarrier", "the producer publishes with a real fence". Read by the producer on every
+    /// publish. Layout version 2 held it beside `head`, version 1 as 0 or 1 only.
+    pub consumer_parked: AtomicU32,
     /// Wake-ups the consumer sent to a producer waiting for space.
     pub wakeups_sent: AtomicU64,
     /// The consumer's claim, as for the producer.
@@ -152,7 +158,6 @@ impl ControlBlock {
         Self {
             producer: ProducerLine {
                 head: AtomicU64::new(0),
-                consumer_parked: AtomicU32::new(0),
             },
             consumer: ConsumerLine {
                 tail: AtomicU64::new(0),
@@ -166,6 +171,7 @@ impl ControlBlock {
                 producer_attaches: AtomicU64::new(0),
             },
             consumer_state: ConsumerState {
+                consumer_parked: AtomicU32::new(0),
                 wakeups_sent: AtomicU64::new(0),
                 consumer_claim: AtomicU64::new(0),
             },

@@ -6,7 +6,7 @@
 //! new `tail`. A slot is never written while it is in `[tail, head)`, and never read outside it.
 //!
 //! ## Waking a consumer: an asymmetric fence
-//! The consumer's park word (`ProducerLine::consumer_parked`) holds three bits: [`PARKED`]
+//! The consumer's park word (`ConsumerState::consumer_parked`) holds three bits: [`PARKED`]
 //! (the consumer sleeps or is about to), [`NO_MEMBARRIER`] (some consumer of this ring could not
 //! call `membarrier`; sticky) and [`FENCED`] (the current producer publishes with a real fence).
 //! Every write to the word is an RMW, so each one continues the release sequence of the ones
@@ -127,7 +127,7 @@ impl ControlBlock {
     /// A producer's claim on the park word: returns the fence it must publish with. `want` is
     /// `Light` only if its process is registered for membarrier.
     pub(crate) fn producer_attach_fence(&self, want: PublishFence) -> PublishFence {
-        let word = &self.producer.consumer_parked;
+        let word = &self.consumer_state.consumer_parked;
         // Acquire (load and CAS): pairs with the consumers' AcqRel RMWs that set NO_MEMBARRIER.
         let mut w = word.load(Acquire);
         loop {
@@ -159,7 +159,7 @@ impl ControlBlock {
         // `consumer_prepare_park`; the slot writes before it become visible with the index.
         self.producer.head.store(new_head, Release);
         self.producer_fence(*fence);
-        let word = &self.producer.consumer_parked;
+        let word = &self.consumer_state.consumer_parked;
         // Relaxed (step D): ordered after the head store by the fence just above and the
         // consumer's membarrier (or its fence(SeqCst)); it needs no synchronisation of its own,
         // the RMW below carries the Release to the consumer.
@@ -247,7 +247,7 @@ impl ControlBlock {
         if !membarrier {
             // AcqRel RMW: Release makes NO_MEMBARRIER visible to a producer's attach CAS or
             // publish load that reads it; an RMW keeps the release sequence intact.
-            self.producer
+            self.consumer_state
                 .consumer_parked
                 .fetch_or(NO_MEMBARRIER, AcqRel);
         }
@@ -257,7 +257,7 @@ impl ControlBlock {
     /// barrier (membarrier if `*membarrier`, which is cleared if the call fails). Says whether
     /// and how long it may sleep; `Ready` (already unparked) if records are there.
     pub(crate) fn consumer_prepare_park(&self, tail: u64, membarrier: &mut bool) -> Park {
-        let word = &self.producer.consumer_parked;
+        let word = &self.consumer_state.consumer_parked;
         let set = if *membarrier {
             PARKED
         } else {
@@ -314,6 +314,8 @@ impl ControlBlock {
         // the producer's, fail to synchronise with it (losing a FENCED acknowledgement's
         // guarantee), and sleep through a publish (lost wake-up, found by `loom_model` in the
         // first design). As an RMW it extends that release sequence instead.
-        self.producer.consumer_parked.fetch_and(!PARKED, AcqRel);
+        self.consumer_state
+            .consumer_parked
+            .fetch_and(!PARKED, AcqRel);
     }
 }

@@ -387,7 +387,7 @@ impl<T> SharedRing<T> {
         // Relaxed everywhere: a metrics snapshot, not a synchronisation point.
         let pushed = c.producer.head.load(Relaxed);
         let released = c.consumer.tail.load(Relaxed);
-        let park_word = c.producer.consumer_parked.load(Relaxed);
+        let park_word = c.consumer_state.consumer_parked.load(Relaxed);
         RingStats {
             capacity: self.inner.geometry.capacity,
             pushed,

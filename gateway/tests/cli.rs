@@ -192,17 +192,11 @@ fn run_publishes_until_sigterm_then_exits_zero_and_the_spool_is_inspectable() {
     }
     let pid = nix::unistd::Pid::from_raw(gateway.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let stopped = Instant::now();
-    let status_code = loop {
-        if let Some(s) = gateway.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(15),
-            "SIGTERM: no exit within the bound"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status_code = common::wait_exit(
+        &mut gateway,
+        Duration::from_secs(15),
+        "SIGTERM: no exit within the bound",
+    );
     assert!(status_code.success(), "{status_code}");
     std::thread::sleep(Duration::from_millis(500));
 

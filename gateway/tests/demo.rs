@@ -3,9 +3,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
+
+mod common;
 use nix::unistd::Pid;
 
 #[test]
@@ -63,17 +65,7 @@ fn ctrl_c_while_the_demo_starts_ends_it_cleanly() {
         .unwrap_or_else(|| panic!("no state directory in {first:?}"));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no exit after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut child, Duration::from_secs(30), "no exit after SIGINT");
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     let stdout = rest.join("\n");
     assert!(status.success(), "{status}:\n{first}\n{stdout}\n{stderr}");

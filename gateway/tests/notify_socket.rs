@@ -250,17 +250,11 @@ fn notify_messages_in_order_and_a_stalled_forwarder_stops_the_watchdog() {
 
     // Stop: STOPPING=1 with a timeout extension, after every READY=1, then a clean exit.
     signal(&gateway, nix::sys::signal::Signal::SIGTERM);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = gateway.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(
+        &mut gateway,
+        Duration::from_secs(20),
+        "no exit after SIGTERM",
+    );
     assert!(status.success(), "{status}");
     std::thread::sleep(Duration::from_millis(300));
     let texts = heard.texts();

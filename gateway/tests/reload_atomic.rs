@@ -377,16 +377,6 @@ fn signal_term_and_wait(gateway: &mut Child) {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = gateway.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(gateway, Duration::from_secs(20), "no exit after SIGTERM");
     assert!(status.success(), "{status}");
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
@@ -138,14 +138,7 @@ fn a_changed_mqtt_section_replaces_the_sink_only_and_loses_nothing() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = gateway.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut gateway, Duration::from_secs(20), "no exit");
     assert!(status.success(), "{status}");
     std::thread::sleep(Duration::from_millis(500));
     let s = seen.lock().unwrap();

@@ -2,7 +2,7 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A mosquitto broker on a loopback port, with persistence in `dir`, stopped with SIGTERM so it
@@ -87,4 +87,17 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Waits at most `within` for `child` to exit (polling every 20 ms) and returns its status;
+/// panics with `what` if it is still running then.
+pub fn wait_exit(child: &mut Child, within: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < within, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -6,9 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 mod common;
-use nix::unistd::Pid;
 
 #[test]
 fn demo_with_a_broker_outage_exits_zero_with_no_gaps_and_replays() {

@@ -61,6 +61,10 @@ skips=(
     # does not emulate seccomp (prctl(PR_SET_SECCOMP) fails with EINVAL).
     --skip a_consumer_denied_membarrier_by_seccomp_is_woken_for_every_record
     --skip a_consumer_that_loses_membarrier_after_attaching_is_woken_for_every_record
+    # Not of speed: qemu-user 7.2 answers madvise(MADV_POPULATE_WRITE) with success and does
+    # nothing (4096 of 200704 bytes resident after the claim), so the pages a claim faults in
+    # on a real kernel are not there to count.
+    --skip claiming_either_side_maps_the_whole_ring_into_that_process
 )
 
 run() { cross/with-binfmt.sh cargo test --release --locked --target aarch64-unknown-linux-gnu "$@"; }

@@ -98,6 +98,16 @@ pub enum RingClaimError {
     /// The side's lock could not be taken (not because another holder has it).
     #[error("locking the ring side: {0}")]
     Lock(String),
+    /// The ring's memory could not be faulted in (out of memory, a memory cgroup limit): the
+    /// same failure would otherwise kill the process with SIGBUS at its first touch of the page.
+    #[error("faulting in the ring's {len} bytes of shared memory: {source}")]
+    Memory {
+        /// Bytes of the mapping.
+        len: usize,
+        /// The error of `madvise(MADV_POPULATE_WRITE)`.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Waiting on a ring failed (not a timeout: the eventfd itself failed).

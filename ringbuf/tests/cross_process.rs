@@ -84,6 +84,11 @@ fn a_consumer_parked_without_a_timeout_is_woken_for_every_single_record() {
     run_isolated("ping-pong", outer_limit());
 }
 
+#[test]
+fn claiming_either_side_maps_the_whole_ring_into_that_process() {
+    run_isolated("populate", outer_limit());
+}
+
 /// The entry point of every child process these tests start; a no-op in a normal test run.
 #[test]
 fn child_entry() {
@@ -98,6 +103,7 @@ fn child_entry() {
         ["map-private-control"] => forked_write_is_not_seen_in_a_private_mapping(),
         ["refusals"] => from_inherited_refusals(),
         ["ping-pong"] => ping_pong(),
+        ["populate"] => claims_populate(),
         ["seccomp", when] => seccomp_consumer(*when == "after-attach"),
         _ => panic!("unknown role {role:?}"),
     }
@@ -567,6 +573,76 @@ fn forked_write_is_read_by_parent() {
     );
     batch.release_all();
     assert_eq!(ring.stats().pushed, 1);
+}
+
+/// Size and resident bytes of this process's one mapping of the ring whose memfd is named
+/// `edgegw-ring-{source_id}`, from /proc/self/smaps ("Rss": pages in this process's page
+/// tables).
+fn ring_mapping(source_id: u32) -> (u64, u64) {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
+    let name = format!("/memfd:edgegw-ring-{source_id} ");
+    let mut found = None;
+    let mut lines = smaps.lines();
+    while let Some(line) = lines.next() {
+        if !line.contains(&name) {
+            continue;
+        }
+        assert!(found.is_none(), "two mappings of {name:?} in\n{smaps}");
+        let mut field = |key: &str| -> u64 {
+            let l = lines
+                .by_ref()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("no {key} for {name:?} in\n{smaps}"));
+            let kb: u64 = l[key.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .expect("kB");
+            kb * 1024
+        };
+        // smaps lists Size before Rss.
+        found = Some((field("Size:"), field("Rss:")));
+    }
+    found.unwrap_or_else(|| panic!("no mapping of {name:?} in\n{smaps}"))
+}
+
+/// Each claim faults the whole ring in: the consumer's in this process, and a forked
+/// producer's in the child, whose copy of the shared mapping starts with no pages (fork does
+/// not copy page tables of shared mappings). Without it each side takes a page fault every 85
+/// records during the ring's first pass, inside a push or a read.
+fn claims_populate() {
+    const SOURCE: u32 = 4242;
+    let ring = SharedRing::<TelemetryRecord>::create(&RingOptions {
+        capacity: 4096,
+        epoch: 1,
+        source_id: SOURCE,
+    })
+    .expect("ring");
+    let (size, before) = ring_mapping(SOURCE);
+    assert!(
+        before < size / 2,
+        "a fresh ring has only its header pages resident ({before} of {size} bytes)"
+    );
+    let _c = ring.consumer().expect("consumer");
+    let (_, after) = ring_mapping(SOURCE);
+    assert_eq!(
+        after, size,
+        "after the consumer's claim every page of the ring is mapped here"
+    );
+    let child = nonce_from_forked_child(|_| {
+        let (_, inherited) = ring_mapping(SOURCE);
+        let claimed = ring.producer().map(|_p| ring_mapping(SOURCE).1);
+        let ok = inherited < size / 2 && claimed.as_ref().is_ok_and(|&rss| rss == size);
+        if !ok {
+            eprintln!(
+                "forked producer: {inherited} bytes resident before its claim, {claimed:?} \
+                 after, of {size}"
+            );
+        }
+        ok
+    });
+    assert_ne!(child, 0);
 }
 
 /// The control experiment: the same procedure with memmap2's `map_anon` (`MAP_PRIVATE`) does
